@@ -1,0 +1,290 @@
+"""The one image preprocessing shared by training and serving.
+
+MNIST digits are white ink on black, size-normalised so the ink's bounding box fits a 20x20 box
+(aspect ratio kept) and then centred by centre of mass in a 28x28 canvas. Users send anything:
+black ink on white paper, photos, 4000-pixel scans, strips of several digits. Every image, the
+MNIST training images included, goes through the same steps below, so the networks only ever
+see what serving will give them:
+
+1. ``to_gray``: any PIL image -> float grayscale in [0, 1] (alpha flattened onto white).
+2. ``to_ink``: detect the polarity from the border, remove the background level -> "ink" in
+   [0, 1], MNIST polarity (ink high, background 0).
+3. ``ink_to_tensor``: crop to the ink, resize keeping the aspect ratio, centre by mass, normalise.
+4. ``split_strip``: cut an ink map holding a row of digits into one ink map per digit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from model.components import label_components
+
+
+class NoInkError(ValueError):
+    """The image holds no ink that could be a digit (blank, uniform, or pure noise)."""
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Parameters of the MNIST-style normalisation; stored in every checkpoint."""
+
+    canvas: int = 28
+    box: int = 20
+    mean: float = 0.1307
+    std: float = 0.3081
+    # Ink below this share of the image's ink range is background (paper texture, JPEG noise).
+    noise_floor: float = 0.12
+    # Contrast (ink range) below which an image is taken to be blank.
+    min_contrast: float = 0.08
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, float | int]) -> PreprocessConfig:
+        return cls(**data)
+
+
+DEFAULT_CONFIG = PreprocessConfig()
+
+
+def to_gray(image: Image.Image) -> np.ndarray:
+    """Any decoded PIL image -> 2-D float32 grayscale in [0, 1].
+
+    Transparency is flattened onto white (a transparent PNG of black ink reads as ink on paper),
+    and 16-bit or 32-bit images are scaled by their range instead of being clipped to 8 bits.
+    """
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        if image.mode == "F":
+            top = max(float(array.max()), 1.0) if array.max() > 1.0 else 1.0
+        return np.clip(array / top, 0.0, 1.0).astype(np.float32)
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        image = image.convert("RGBA")
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, image)
+    if image.mode == "CMYK":
+        image = image.convert("RGB")
+    gray = image.convert("L")
+    return np.asarray(gray, dtype=np.float32) / 255.0
+
+
+def _border(array: np.ndarray) -> np.ndarray:
+    width = max(1, min(array.shape) // 20)
+    return np.concatenate(
+        [
+            array[:width].ravel(),
+            array[-width:].ravel(),
+            array[:, :width].ravel(),
+            array[:, -width:].ravel(),
+        ]
+    )
+
+
+def to_ink(gray: np.ndarray, config: PreprocessConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """Grayscale in [0, 1] -> ink map in MNIST polarity (ink near 1, background exactly 0).
+
+    The background is what the border mostly holds: a bright border means dark ink on paper, so
+    the image is inverted. The background level is then subtracted and the ink rescaled to a peak
+    of 1, with everything below ``noise_floor`` of that range set to 0.
+
+    Raises NoInkError when the image has too little contrast to hold a digit.
+    """
+    gray = np.asarray(gray, dtype=np.float32)
+    if gray.ndim != 2 or gray.size == 0:
+        raise NoInkError("expected a non-empty 2-D image")
+    background = float(np.median(_border(gray)))
+    ink = 1.0 - gray if background > 0.5 else gray
+    background = min(background, 1.0 - background)
+    peak = float(ink.max())
+    span = peak - background
+    if span < config.min_contrast:
+        raise NoInkError("the image is blank: no ink stands out from the background")
+    floor = background + config.noise_floor * span
+    ink = np.clip((ink - floor) / (peak - floor), 0.0, 1.0)
+    return ink.astype(np.float32)
+
+
+def _resize(ink: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Anti-aliased resize of a float ink map (Pillow's bilinear filter widens on downscaling)."""
+    image = Image.fromarray(ink.astype(np.float32), mode="F")
+    return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def ink_to_array(ink: np.ndarray, config: PreprocessConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """Ink map of one digit -> the 28x28 MNIST-style array in [0, 1] (not yet normalised).
+
+    Crop to the ink's bounding box, resize so its longer side is ``box`` pixels (aspect ratio
+    kept), rescale to a peak of 1, and paste so the centre of mass lies at the canvas centre.
+    """
+    rows = np.flatnonzero(ink.max(axis=1) > 0)
+    cols = np.flatnonzero(ink.max(axis=0) > 0)
+    if rows.size == 0:
+        raise NoInkError("no ink found in the digit image")
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    height, width = crop.shape
+    scale = config.box / max(height, width)
+    new_h = max(1, round(height * scale))
+    new_w = max(1, round(width * scale))
+    patch = np.clip(_resize(crop, new_w, new_h), 0.0, None)
+    peak = float(patch.max())
+    if peak <= 0:
+        raise NoInkError("no ink left after resizing")
+    patch /= peak
+
+    total = float(patch.sum())
+    ys, xs = np.indices(patch.shape)
+    com_y = float((ys * patch).sum()) / total
+    com_x = float((xs * patch).sum()) / total
+    centre = (config.canvas - 1) / 2.0
+    top = int(np.clip(round(centre - com_y), 0, config.canvas - new_h))
+    left = int(np.clip(round(centre - com_x), 0, config.canvas - new_w))
+    canvas = np.zeros((config.canvas, config.canvas), dtype=np.float32)
+    canvas[top : top + new_h, left : left + new_w] = patch
+    return canvas
+
+
+def normalise(arrays: np.ndarray, config: PreprocessConfig = DEFAULT_CONFIG) -> torch.Tensor:
+    """[N, 28, 28] arrays in [0, 1] -> the network's input tensor [N, 1, 28, 28]."""
+    tensor = torch.as_tensor(np.asarray(arrays, dtype=np.float32))
+    return ((tensor - config.mean) / config.std).unsqueeze(1)
+
+
+def preprocess_digit(image: Image.Image | np.ndarray, config: PreprocessConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """One digit image (PIL image, or grayscale array in [0, 1]) -> 28x28 array in [0, 1]."""
+    gray = to_gray(image) if isinstance(image, Image.Image) else image
+    return ink_to_array(to_ink(gray, config), config)
+
+
+# --- strips -------------------------------------------------------------------------------------
+
+# Components whose mass is below this share of the largest one and that are also short are specks.
+_SPECK_MASS = 0.04
+_SPECK_HEIGHT = 0.3
+# A component lying mostly (this share of its width) over another's columns belongs to that digit
+# (a "5" whose top bar is detached, a broken stroke).
+_MERGE_OVERLAP = 0.5
+# Binarisation level for segmentation: lighter ink is anti-aliasing, not strokes.
+_STROKE_LEVEL = 0.25
+
+
+@dataclass
+class _Glyph:
+    left: int
+    right: int  # inclusive
+    top: int
+    bottom: int  # inclusive
+    labels: list[int]
+    mass: float
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left + 1
+
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top + 1
+
+    def absorb(self, other: _Glyph) -> None:
+        self.left, self.right = min(self.left, other.left), max(self.right, other.right)
+        self.top, self.bottom = min(self.top, other.top), max(self.bottom, other.bottom)
+        self.labels += other.labels
+        self.mass += other.mass
+
+
+def _glyphs(ink: np.ndarray) -> tuple[np.ndarray, list[_Glyph]]:
+    labels, count = label_components(ink > _STROKE_LEVEL)
+    glyphs: list[_Glyph] = []
+    for index in range(1, count + 1):
+        ys, xs = np.nonzero(labels == index)
+        glyphs.append(
+            _Glyph(int(xs.min()), int(xs.max()), int(ys.min()), int(ys.max()), [index], float(ink[ys, xs].sum()))
+        )
+    return labels, glyphs
+
+
+def _overlap(a: _Glyph, b: _Glyph) -> int:
+    return max(0, min(a.right, b.right) - max(a.left, b.left) + 1)
+
+
+def _group(glyphs: list[_Glyph]) -> list[_Glyph]:
+    """Drop specks, then merge components that stack over the same columns, left to right."""
+    if not glyphs:
+        return []
+    biggest = max(g.mass for g in glyphs)
+    tallest = max(g.height for g in glyphs)
+    kept = [g for g in glyphs if not (g.mass < _SPECK_MASS * biggest and g.height < _SPECK_HEIGHT * tallest)]
+    kept.sort(key=lambda g: (g.left, -g.mass))
+    merged: list[_Glyph] = []
+    for glyph in kept:
+        if merged:
+            last = merged[-1]
+            shared = _overlap(last, glyph)
+            if shared >= _MERGE_OVERLAP * min(last.width, glyph.width):
+                last.absorb(glyph)
+                continue
+        merged.append(glyph)
+    return merged
+
+
+def _split_wide(ink: np.ndarray, glyph: _Glyph, pieces: int) -> list[tuple[int, int]]:
+    """Cut a run of touching digits into ``pieces`` column ranges at the thinnest columns."""
+    profile = (ink[glyph.top : glyph.bottom + 1, glyph.left : glyph.right + 1] > _STROKE_LEVEL).sum(axis=0)
+    cuts = [0]
+    step = glyph.width / pieces
+    for k in range(1, pieces):
+        target = round(k * step)
+        half = max(1, round(step * 0.3))
+        lo, hi = max(cuts[-1] + 1, target - half), min(glyph.width - 1, target + half)
+        window = profile[lo : hi + 1]
+        cuts.append(lo + int(np.argmin(window)) if window.size else target)
+    cuts.append(glyph.width)
+    return [(glyph.left + a, glyph.left + b - 1) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
+def split_ink(ink: np.ndarray) -> list[np.ndarray]:
+    """An ink map holding a row of digits -> one ink map per digit, left to right.
+
+    Connected components are found, specks dropped, components stacked over the same columns
+    merged (broken strokes), and components much wider than the row's typical digit cut at
+    their thinnest columns (digits that touch). Each digit keeps only its own ink, so a
+    neighbour reaching into its bounding box does not leak into it.
+    """
+    labels, glyphs = _glyphs(ink)
+    groups = _group(glyphs)
+    if not groups:
+        raise NoInkError("no digit found in the strip")
+    height = float(np.median([g.height for g in groups]))
+    widths = sorted(g.width for g in groups)
+    # A typical digit is about 0.7 of its height wide; a median over the row is sturdier when
+    # most digits stand apart, but never let a row of touching pairs set the yardstick.
+    typical = min(float(np.median(widths)), 0.8 * height) if len(groups) > 2 else 0.7 * height
+    typical = max(typical, 0.45 * height)
+
+    digits: list[np.ndarray] = []
+    for group in groups:
+        mask = np.isin(labels[group.top : group.bottom + 1, group.left : group.right + 1], group.labels)
+        own = np.where(mask, ink[group.top : group.bottom + 1, group.left : group.right + 1], 0.0)
+        pieces = round(group.width / typical) if group.width > 1.35 * typical else 1
+        if pieces <= 1:
+            digits.append(own)
+            continue
+        for left, right in _split_wide(ink, group, pieces):
+            piece = own[:, left - group.left : right - group.left + 1]
+            if piece.max() > 0:
+                digits.append(piece)
+    return digits
+
+
+def preprocess_strip(image: Image.Image | np.ndarray, config: PreprocessConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """A strip image (a row of digits, either polarity) -> [N, 28, 28] arrays, left to right."""
+    gray = to_gray(image) if isinstance(image, Image.Image) else image
+    pieces = split_ink(to_ink(gray, config))
+    return np.stack([ink_to_array(piece, config) for piece in pieces])

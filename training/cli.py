@@ -1,0 +1,100 @@
+"""``python -m training``: train and evaluate the three models.
+
+    python -m training train digit     --data-dir ../shared/data/mnist
+    python -m training train sequence  --data-dir ../shared/data/mnist --init-from weights/digit.pt
+    python -m training train digit-sum --data-dir ../shared/data/mnist --init-from weights/digit.pt
+    python -m training evaluate weights/digit.pt --data-dir ../shared/data/mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from model.checkpoint import load_checkpoint
+from training import digit, digit_sum, sequence
+from training.data import DATA_DIR_ENV
+from training.engine import select_device
+from training.options import RunOptions
+
+TASKS: dict[str, ModuleType] = {"digit": digit, "sequence": sequence, "digit-sum": digit_sum}
+# Which task module evaluates a checkpoint, by the architecture it names.
+BY_ARCHITECTURE = {"DigitNet": digit, "SequenceNet": sequence, "DigitSumNet": digit_sum}
+DEFAULTS: dict[str, dict[str, object]] = {
+    "digit": {"epochs": 20, "lr": 0.05, "batch_size": 128},
+    "sequence": {"epochs": 8, "lr": 2e-3, "batch_size": 128},
+    "digit-sum": {"epochs": 3, "lr": 1e-3, "batch_size": 128},
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--data-dir", help=f"folder of the MNIST IDX files (default ${DATA_DIR_ENV}; else download)")
+        sub.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+        sub.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+    train = commands.add_parser("train", help="train a model and write its checkpoint, plots and metrics")
+    train.add_argument("task", choices=sorted(TASKS))
+    common(train)
+    train.add_argument("--out", type=Path, help="checkpoint path (default weights/<task>.pt)")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--label-noise", type=float, default=0.0, metavar="RATE", help="flip this share of training labels")
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float, help="peak learning rate")
+    train.add_argument("--val-size", type=int, default=5000, help="training images held out for validation")
+    train.add_argument("--limit", type=int, help="train on only this many images (smoke runs)")
+    train.add_argument("--init-from", type=Path, help="DigitNet checkpoint to start the encoder from (sequence, digit-sum)")
+
+    evaluate = commands.add_parser("evaluate", help="recompute a checkpoint's test metrics")
+    evaluate.add_argument("checkpoint", type=Path)
+    common(evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.command == "train":
+        defaults = DEFAULTS[args.task]
+        options = RunOptions(
+            out=args.out or Path("weights") / f"{args.task.replace('-', '_')}.pt",
+            data_dir=args.data_dir,
+            epochs=args.epochs or int(defaults["epochs"]),
+            seed=args.seed,
+            device=args.device,
+            label_noise=args.label_noise,
+            batch_size=args.batch_size or int(defaults["batch_size"]),
+            lr=args.lr or float(defaults["lr"]),
+            val_size=args.val_size,
+            limit=args.limit,
+            init_from=args.init_from,
+            threads=args.threads,
+        )
+        path = TASKS[args.task].train(options)
+        checkpoint = load_checkpoint(path)
+        print(json.dumps({"checkpoint": str(path), "sha256": checkpoint.sha256, "metrics": checkpoint.metadata["metrics"],
+                          "train_seconds": checkpoint.metadata["train_seconds"]}, indent=2))
+        return 0
+
+    device = select_device(args.device)
+    checkpoint = load_checkpoint(args.checkpoint, map_location=device)
+    module = BY_ARCHITECTURE[checkpoint.metadata["architecture"]]
+    metrics = module.evaluate_command(checkpoint, args.data_dir, device)
+    recorded = checkpoint.metadata.get("metrics", {})
+    print(json.dumps({"checkpoint": str(args.checkpoint), "sha256": checkpoint.sha256, "metrics": metrics,
+                      "recorded": {k: recorded.get(k) for k in metrics}}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

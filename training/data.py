@@ -1,0 +1,159 @@
+"""MNIST from its IDX files, the sequence task built on it, and label noise.
+
+The data directory is ``--data-dir`` or ``$MNIST_DATA_DIR``: the four IDX files, gzipped or not
+(``../shared/data/mnist`` on our machines). With neither, torchvision downloads MNIST into
+``~/.cache/digitserve`` for users who are online, and the same IDX reader is used on its files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.preprocess import DEFAULT_CONFIG, PreprocessConfig, preprocess_digit
+
+DATA_DIR_ENV = "MNIST_DATA_DIR"
+SPLIT_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+DOWNLOAD_ROOT = Path.home() / ".cache" / "digitserve"
+
+
+class DataError(RuntimeError):
+    """The data set is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """One MNIST split: raw uint8 images [N, 28, 28], int64 labels [N], and file checksums."""
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    checksums: dict[str, str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
+    """The directory given, else ``$MNIST_DATA_DIR``, else None (meaning: download)."""
+    chosen = data_dir or os.environ.get(DATA_DIR_ENV)
+    return Path(chosen) if chosen else None
+
+
+def _find(directory: Path, stem: str) -> Path:
+    for candidate in (directory / f"{stem}.gz", directory / stem, directory / "MNIST" / "raw" / stem):
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{stem}(.gz) not found in {directory}")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (gzipped or not) into a numpy array of its declared shape (uint8 data)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    offset = 4 + 4 * ndim
+    array = np.frombuffer(data, dtype=np.uint8, offset=offset)
+    if array.size != int(np.prod(shape)):
+        raise DataError(f"{path}: header says {shape}, file holds {array.size} values")
+    return array.reshape(shape)
+
+
+def _download(root: Path) -> Path:
+    """Fetch MNIST with torchvision (only when no data directory is given)."""
+    from torchvision.datasets import MNIST
+
+    for train in (True, False):
+        MNIST(str(root), train=train, download=True)
+    return root / "MNIST" / "raw"
+
+
+def load_split(name: str, data_dir: str | os.PathLike[str] | None = None) -> Split:
+    """Load the ``train`` or ``test`` split of MNIST."""
+    directory = resolve_data_dir(data_dir)
+    if directory is None:
+        directory = _download(DOWNLOAD_ROOT)
+    if not directory.is_dir():
+        raise DataError(f"MNIST data directory {directory} does not exist")
+    image_file, label_file = (_find(directory, stem) for stem in SPLIT_FILES[name])
+    images, labels = read_idx(image_file), read_idx(label_file)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DataError(f"{image_file.name} and {label_file.name} do not match")
+    checksums = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (image_file, label_file)}
+    return Split(name, images, labels.astype(np.int64), checksums)
+
+
+def preprocess_split(images: np.ndarray, config: PreprocessConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """Raw MNIST images -> the float32 arrays serving would produce from the same pictures.
+
+    Every training and evaluation image goes through ``model.preprocess`` so that the networks
+    learn exactly the normalisation the service applies to uploads.
+    """
+    return np.stack([preprocess_digit(image.astype(np.float32) / 255.0, config) for image in images])
+
+
+def train_val_indices(count: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed, seeded hold-out of the training split for model selection."""
+    order = np.random.default_rng(seed).permutation(count)
+    return np.sort(order[val_size:]), np.sort(order[:val_size])
+
+
+def flip_labels(labels: np.ndarray, rate: float, num_classes: int, seed: int) -> np.ndarray:
+    """Replace ``rate`` of the labels by a different, uniformly drawn class (the weak-supervision
+    experiment); for two classes that is flipping 0 <-> 1."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError("label noise rate must be in [0, 1)")
+    rng = np.random.default_rng(seed)
+    noisy = labels.copy()
+    chosen = rng.random(len(labels)) < rate
+    offsets = rng.integers(1, num_classes, size=int(chosen.sum()))
+    noisy[chosen] = (labels[chosen] + offsets) % num_classes
+    return noisy
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """Sequences of digit indices into a split: ``lengths`` [S], the indices concatenated
+    [sum(lengths)], and whether each sequence contains a 4."""
+
+    lengths: np.ndarray
+    indices: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def offsets(self) -> np.ndarray:
+        return np.concatenate(([0], np.cumsum(self.lengths)))
+
+
+def sample_sequences(
+    digit_labels: np.ndarray,
+    count: int,
+    seed: int,
+    mean_length: float = 10.0,
+    std_length: float = 3.0,
+    min_length: int = 3,
+    max_length: int = 30,
+) -> Sequences:
+    """Draw sequences as in the original study: lengths from N(10, 3) rounded and clipped to
+    3..30, digits uniformly from the given pool, label = the sequence contains a 4."""
+    rng = np.random.default_rng(seed)
+    lengths = np.clip(np.rint(rng.normal(mean_length, std_length, count)), min_length, max_length).astype(np.int64)
+    indices = rng.integers(0, len(digit_labels), size=int(lengths.sum()))
+    has_four = digit_labels[indices] == 4
+    offsets = np.concatenate(([0], np.cumsum(lengths)))
+    labels = np.logical_or.reduceat(has_four, offsets[:-1]).astype(np.int64)
+    return Sequences(lengths, indices, labels)

@@ -1,0 +1,186 @@
+"""DigitSumNet: read a digit and add an integer to it, trained with cross-entropy + MSE.
+
+The encoder and digit classifier start from a trained DigitNet and are fine-tuned jointly with
+the linear adder. Integers are drawn from NUMBER_RANGE; because the adder is linear, the range
+on which the rounded sum is exact is computed from its weights and checked on test digits.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from model.architectures import DigitSumNet, count_parameters
+from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from model.preprocess import DEFAULT_CONFIG
+from training.augment import AffineAugment
+from training.data import flip_labels, load_split, train_val_indices
+from training.digit import LABELS, DigitData, dataset_record
+from training.engine import History, batches, progress, provenance, seed_everything, select_device, write_json
+from training.options import RunOptions
+from training.plots import plot_curves
+
+VERSION = "1.0.0"
+NUMBER_RANGE = (-100, 100)  # integers drawn for training and the headline test figure (inclusive)
+SUM_LOSS_WEIGHT = 0.1
+SHARPNESS = 8.0
+TEST_SEED = 2_025
+DEFAULT_INIT = Path("weights/digit.pt")
+
+
+@torch.inference_mode()
+def predict(model: DigitSumNet, inputs: torch.Tensor, numbers: torch.Tensor, device: torch.device,
+            batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """(digit logits [N, 10], predicted sums [N]) on the CPU."""
+    model.eval()
+    logits, sums = [], []
+    for start in range(0, len(inputs), batch_size):
+        lg, sm = model(inputs[start : start + batch_size].to(device), numbers[start : start + batch_size].to(device))
+        logits.append(lg.float().cpu())
+        sums.append(sm.float().cpu())
+    return torch.cat(logits), torch.cat(sums)
+
+
+def exact_range(model: DigitSumNet) -> tuple[int, int]:
+    """The integers n for which the adder's rounded output is d + n for every confidently read
+    digit d: with a one-hot digit the adder gives w_d + b + v*n, which rounds to d + n while
+    |(w_d + b - d) + (v - 1) n| < 0.5. Returns the widest interval around 0 where that holds."""
+    weights = model.adder.weight.detach().double().cpu()[0]
+    bias = float(model.adder.bias.detach().double().cpu())
+    slope = float(weights[10]) - 1.0
+    low, high = -math.inf, math.inf
+    for d in range(10):
+        offset = float(weights[d]) + bias - d
+        if abs(offset) >= 0.5:
+            return (0, -1)  # even n = 0 is wrong for this digit: empty
+        if slope > 0:
+            high, low = min(high, (0.5 - offset) / slope), max(low, (-0.5 - offset) / slope)
+        elif slope < 0:
+            high, low = min(high, (-0.5 - offset) / slope), max(low, (0.5 - offset) / slope)
+    cap = 10**9  # beyond this float32 itself stops being exact for integers
+    return (max(-cap, math.ceil(low) if low > -math.inf else -cap), min(cap, math.floor(high) if high < math.inf else cap))
+
+
+def sum_metrics(model: DigitSumNet, test: DigitData, device: torch.device) -> dict[str, Any]:
+    """Digit accuracy and exact-sum rate on the test digits, each paired with a random integer,
+    plus the exact range checked at its own ends on the same digits."""
+    rng = np.random.default_rng(TEST_SEED)
+    numbers = torch.as_tensor(rng.integers(NUMBER_RANGE[0], NUMBER_RANGE[1] + 1, len(test.labels)))
+    logits, sums = predict(model, test.inputs, numbers, device)
+    digit_right = logits.argmax(1).eq(test.labels)
+    sum_right = sums.round().long().eq(test.labels + numbers)
+    low, high = exact_range(model)
+    at_ends = {}
+    for end in (low, high) if low <= high else ():
+        _, end_sums = predict(model, test.inputs, torch.full((len(test.labels),), end), device)
+        at_ends[str(end)] = float(end_sums.round().long().eq(test.labels + end).float().mean())
+    return {
+        "test_sum_accuracy": float(sum_right.float().mean()),
+        "test_digit_accuracy": float(digit_right.float().mean()),
+        "test_sum_mae": float((sums - (test.labels + numbers)).abs().mean()),
+        "test_samples": len(test.labels),
+        "test_number_range": list(NUMBER_RANGE),
+        "exact_range": [low, high],
+        "sum_accuracy_at_range_ends": at_ends,
+        "sum_accuracy_when_digit_right": float(sum_right[digit_right].float().mean()),
+    }
+
+
+def train(options: RunOptions) -> Path:
+    started = time.time()
+    generator = seed_everything(options.seed)
+    device = select_device(options.device)
+    init_path = options.init_from or DEFAULT_INIT
+    digit = load_checkpoint(init_path, map_location=device)
+    if digit.metadata["architecture"] != "DigitNet":
+        raise ValueError(f"--init-from must be a DigitNet checkpoint, {init_path} is {digit.metadata['architecture']}")
+    arguments = {**digit.metadata["arguments"], "sharpness": SHARPNESS}
+    model = DigitSumNet(**arguments).to(device)
+    model.encoder.load_state_dict(digit.model.encoder.state_dict())
+    model.classifier.load_state_dict(digit.model.classifier.state_dict())
+
+    train_split, test_split = load_split("train", options.data_dir), load_split("test", options.data_dir)
+    fit_idx, val_idx = train_val_indices(len(train_split), options.val_size, options.seed)
+    if options.limit:
+        fit_idx, val_idx = fit_idx[: options.limit], val_idx[: max(options.limit // 4, 1)]
+    fit, val = DigitData.from_split(train_split, fit_idx), DigitData.from_split(train_split, val_idx)
+    fit_inputs = fit.inputs.to(device)
+    fit_labels = torch.as_tensor(flip_labels(fit.labels.numpy(), options.label_noise, 10, options.seed)).to(device)
+    val_numbers = torch.as_tensor(np.random.default_rng(options.seed + 1).integers(NUMBER_RANGE[0], NUMBER_RANGE[1] + 1, len(val.labels)))
+
+    groups = [
+        {"params": [*model.encoder.parameters(), *model.classifier.parameters()], "lr": options.lr / 10},
+        {"params": model.adder.parameters(), "lr": options.lr * 50},
+    ]
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
+    steps = -(-len(fit.labels) // options.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[options.lr / 10, options.lr * 50], total_steps=options.epochs * steps, pct_start=0.2)
+    augment = AffineAugment()
+    history, best = History(), (math.inf, None)
+
+    for epoch in range(1, options.epochs + 1):
+        model.train()
+        seen, loss_sum, correct = 0, 0.0, 0
+        bar = progress(batches(len(fit.labels), options.batch_size, generator), steps, f"digit-sum {epoch}/{options.epochs}")
+        for index in bar:
+            numbers = torch.randint(NUMBER_RANGE[0], NUMBER_RANGE[1] + 1, (len(index),), generator=generator).to(device)
+            index = index.to(device)
+            images = augment(fit_inputs[index], generator)
+            labels = fit_labels[index]
+            logits, sums = model(images, numbers)
+            loss = F.cross_entropy(logits, labels) + SUM_LOSS_WEIGHT * F.mse_loss(sums, (labels + numbers).float())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            seen += len(index)
+            loss_sum += loss.item() * len(index)
+            correct += int(sums.round().long().eq(labels + numbers).sum())
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+        val_logits, val_sums = predict(model, val.inputs, val_numbers, device)
+        truth = val.labels + val_numbers
+        val_loss = float(F.cross_entropy(val_logits, val.labels) + SUM_LOSS_WEIGHT * F.mse_loss(val_sums, truth.float()))
+        val_acc = float(val_sums.round().long().eq(truth).float().mean())
+        history.add(epoch=epoch, train_loss=loss_sum / seen, train_acc=correct / seen, val_loss=val_loss, val_acc=val_acc)
+        if val_loss <= best[0]:
+            best = (val_loss, copy.deepcopy(model.state_dict()))
+
+    model.load_state_dict(best[1])
+    metrics = sum_metrics(model, DigitData.from_split(test_split), device)
+    metrics["val_loss"] = best[0]
+    metadata = {
+        "name": "digit_sum",
+        "task": "read a digit and add an integer to it",
+        "architecture": "DigitSumNet",
+        "arguments": arguments,
+        "version": VERSION,
+        "labels": LABELS,
+        "preprocess": DEFAULT_CONFIG.to_dict(),
+        "parameters": count_parameters(model),
+        "dataset": dataset_record(train_split, test_split),
+        "hyperparameters": {**options.hyperparameters(), "optimizer": "AdamW (encoder lr/10, adder lr*50)",
+                            "schedule": "one-cycle", "loss": f"cross-entropy + {SUM_LOSS_WEIGHT} * MSE(sum)",
+                            "number_range": list(NUMBER_RANGE), "encoder": f"from {init_path.name} ({digit.sha256[:12]})",
+                            "augmentation": repr(augment)},
+        "metrics": metrics,
+        "history": history.epochs,
+        **provenance(device, started),
+    }
+    save_checkpoint(model, metadata, options.out)
+    write_json(options.artefacts / "metrics.json", {"metrics": metrics, "history": history.epochs, "train_seconds": metadata["train_seconds"]})
+    plot_curves(history.epochs, options.artefacts / "curves.png",
+                f"DigitSumNet (acc = exact sum; test {100 * metrics['test_sum_accuracy']:.2f}%)")
+    return options.out
+
+
+def evaluate_command(checkpoint: Checkpoint, data_dir: str | None, device: torch.device) -> dict[str, Any]:
+    """``python -m training evaluate``: the exact-sum rate on the test digits."""
+    return sum_metrics(checkpoint.model, DigitData.from_split(load_split("test", data_dir)), device)

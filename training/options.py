@@ -1,0 +1,37 @@
+"""The options every training run takes, as one typed object built by the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class RunOptions:
+    out: Path
+    data_dir: str | None = None
+    epochs: int = 12
+    seed: int = 0
+    device: str = "auto"
+    label_noise: float = 0.0
+    batch_size: int = 128
+    lr: float = 0.05
+    val_size: int = 5000
+    limit: int | None = None  # use only this many training images (smoke tests)
+    init_from: Path | None = None  # a DigitNet checkpoint whose encoder starts the model
+    threads: int | None = None
+    ema_decay: float = 0.999
+
+    @property
+    def artefacts(self) -> Path:
+        """Where the run's plots and metrics go: beside the checkpoint, in a folder of its name."""
+        return self.out.with_suffix("")
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The options as plain values, for the checkpoint's metadata (no paths of this machine)."""
+        values = asdict(self)
+        for key in ("out", "data_dir", "init_from"):
+            values.pop(key)
+        values["init_from"] = self.init_from.name if self.init_from else None
+        return values

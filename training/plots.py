@@ -1,0 +1,62 @@
+"""PNG figures a person looks at after a run: training curves and a confusion matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display on training machines or in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_curves(epochs: Sequence[dict[str, float]], path: Path, title: str) -> None:
+    """Loss and accuracy per epoch, train against validation, side by side."""
+    x = [e["epoch"] for e in epochs]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, style in (("train_loss", "-o"), ("val_loss", "-s")):
+        if key in epochs[0]:
+            loss_ax.plot(x, [e[key] for e in epochs], style, label=key.replace("_", " "))
+    for key, style in (("train_acc", "-o"), ("val_acc", "-s")):
+        if key in epochs[0]:
+            acc_ax.plot(x, [100 * e[key] for e in epochs], style, label=key.replace("_", " "))
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_confusion(matrix: np.ndarray, labels: Sequence[str], path: Path, title: str) -> None:
+    """Confusion matrix (rows: truth, columns: prediction) with counts; off-diagonal errors stand
+    out because the colour scale is logarithmic."""
+    fig, ax = plt.subplots(figsize=(7, 6))
+    shown = np.log10(matrix + 1)
+    image = ax.imshow(shown, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    threshold = shown.max() / 2
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            if matrix[i, j]:
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if shown[i, j] > threshold else "black")
+    fig.colorbar(image, ax=ax, label="log10(count + 1)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (truth, predicted), 1)
+    return matrix
