@@ -113,10 +113,13 @@ def train(options: RunOptions) -> Path:
             loss_sum += loss.item() * len(index)
             correct += int(logits.argmax(1).eq(targets).sum())
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-        val_logits = predict_logits(ema.module, val.inputs, device)
-        val_acc = float(val_logits.argmax(1).eq(val.labels).float().mean())
+        val_logits = predict_logits(model, val.inputs, device)
+        ema_logits = predict_logits(ema.module, val.inputs, device)
+        val_acc = float(ema_logits.argmax(1).eq(val.labels).float().mean())
         history.add(epoch=epoch, train_loss=loss_sum / seen, train_acc=correct / seen,
-                    val_loss=float(F.cross_entropy(val_logits, val.labels)), val_acc=val_acc)
+                    val_loss=float(F.cross_entropy(val_logits, val.labels)),
+                    val_acc=float(val_logits.argmax(1).eq(val.labels).float().mean()),
+                    val_acc_ema=val_acc)
         if val_acc >= best[0]:
             best = (val_acc, copy.deepcopy(ema.module.state_dict()))
 

@@ -19,9 +19,11 @@ def plot_curves(epochs: Sequence[dict[str, float]], path: Path, title: str) -> N
     for key, style in (("train_loss", "-o"), ("val_loss", "-s")):
         if key in epochs[0]:
             loss_ax.plot(x, [e[key] for e in epochs], style, label=key.replace("_", " "))
-    for key, style in (("train_acc", "-o"), ("val_acc", "-s")):
+    for key, style in (("train_acc", "-o"), ("val_acc", "-s"), ("val_acc_ema", "-^")):
         if key in epochs[0]:
             acc_ax.plot(x, [100 * e[key] for e in epochs], style, label=key.replace("_", " "))
+    top = [100 * e[k] for e in epochs for k in ("train_acc", "val_acc") if k in e]
+    acc_ax.set_ylim(max(min(top) - 1, 0), 100.05)  # the region that matters, not an early outlier
     loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (loss_ax, acc_ax):
