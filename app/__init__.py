@@ -1,0 +1,1 @@
+"""The digitserve HTTP service (``app.main:app``). Knows nothing of training."""

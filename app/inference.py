@@ -1,0 +1,45 @@
+"""The models' answers on preprocessed 28x28 arrays: no HTTP here, no decoding.
+
+Every function takes the loaded ``Models`` and numpy arrays from ``model.preprocess`` and returns
+plain values; the routes turn them into responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from app.registry import Models
+from model.preprocess import normalise
+
+
+@torch.inference_mode()
+def classify(models: Models, arrays: np.ndarray) -> list[dict[str, Any]]:
+    """[N, 28, 28] digit arrays -> label, its probability and all ten probabilities, in order."""
+    inputs = normalise(arrays).to(models.device)
+    probabilities = models.digit.model(inputs).softmax(dim=1).float().cpu()
+    best, labels = probabilities.max(dim=1)
+    return [
+        {"label": int(label), "probability": float(p), "probabilities": [float(v) for v in row]}
+        for label, p, row in zip(labels, best, probabilities)
+    ]
+
+
+@torch.inference_mode()
+def contains_four(models: Models, arrays: np.ndarray) -> float:
+    """P(the sequence of digit arrays, in order, contains a 4), from the CNN-LSTM."""
+    inputs = normalise(arrays).to(models.device)
+    logit = models.sequence.model(inputs, torch.tensor([len(arrays)]))
+    return float(torch.sigmoid(logit.float())[0])
+
+
+@torch.inference_mode()
+def add(models: Models, array: np.ndarray, number: int) -> dict[str, Any]:
+    """One digit array and an integer -> the digit read and the sum, both from DigitSumNet."""
+    inputs = normalise(array[None]).to(models.device)
+    logits, total = models.digit_sum.model(inputs, torch.tensor([number], device=models.device))
+    probabilities = logits.softmax(dim=1).float().cpu()[0]
+    return {"digit": int(probabilities.argmax()), "probability": float(probabilities.max()),
+            "sum": int(torch.round(total.double()).item())}

@@ -1,0 +1,88 @@
+"""The ASGI application, ``app.main:app``.
+
+``create_app`` builds it from a ``Settings``; the lifespan loads and warms the models once and
+hands them to requests as lifespan state, with a readiness flag that ``/readyz`` and the
+prediction routes consult.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+from starlette.concurrency import run_in_threadpool
+
+from app.errors import install_error_handlers
+from app.observability import Metrics, RequestObserver
+from app.registry import load_models
+from app.routers import models, ops, predict
+from app.settings import Settings
+from model.checkpoint import CheckpointError
+
+log = logging.getLogger("app")
+
+DESCRIPTION = """
+Handwritten-digit models trained on MNIST, served over HTTP.
+
+* **/predict/digit**: one or many digit images -> labels with probabilities.
+* **/predict/sequence**: a strip of digits, or the digit images in order -> P(the sequence contains a 4)
+  from a CNN-LSTM, plus the digits read.
+* **/predict/digit-sum**: a digit image and an integer -> the digit and the sum, from one two-input network.
+
+Uploads are `multipart/form-data`: PNG, JPEG, BMP, GIF, WebP or TIFF of any size, in either polarity.
+Every error is JSON: `{"detail": "...", "code": "..."}`.
+"""
+
+
+@dataclass
+class Readiness:
+    """True once every model is loaded and warmed up; False again while shutting down."""
+
+    ready: bool = False
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    settings: Settings = app.state.settings
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    readiness = Readiness()
+    try:
+        loaded = await run_in_threadpool(load_models, settings.weights_dir, settings.device)
+    except (CheckpointError, RuntimeError) as error:
+        log.critical("refusing to start: %s", error)
+        raise
+    readiness.ready = True
+    log.info("ready: %d models on %s", len(loaded.all()), loaded.device)
+    try:
+        yield {"models": loaded, "readiness": readiness}
+    finally:
+        readiness.ready = False
+        log.info("shutting down")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPIOffline(
+        title="digitserve",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        favicon_url=None,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    install_error_handlers(app)
+    app.add_middleware(RequestObserver, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes)
+    for module in (predict, models, ops):
+        app.include_router(module.router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,113 @@
+"""Per-request logging, request ids and Prometheus metrics, in one ASGI middleware.
+
+A pure ASGI middleware (not ``BaseHTTPMiddleware``) so it adds no task or copy per request. It
+also enforces the body-size limit before a byte of an oversized upload is parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import error_body
+
+log = logging.getLogger("app.access")
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of its own (one per app instance)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("http_requests_total", "HTTP requests", ["method", "endpoint", "status"], registry=self.registry)
+        self.latency = Histogram("http_request_duration_seconds", "HTTP request latency", ["method", "endpoint", "status"],
+                                 buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=self.registry)
+        self.inference = Histogram("inference_duration_seconds", "time in the models (preprocessing excluded)", ["model"],
+                                   buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1), registry=self.registry)
+        self.batch_size = Histogram("inference_batch_size", "images per forward pass", ["model"],
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=self.registry)
+        self.images = Counter("images_processed_total", "images decoded and preprocessed", ["endpoint"], registry=self.registry)
+
+
+class _TooLarge(HTTPException):
+    """Raised from ``receive`` once a streamed body passes the limit; FastAPI re-raises HTTP
+    exceptions from body parsing, so the error handlers answer it as a 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body exceeds {limit} bytes")
+
+
+class RequestObserver:
+    """Request id (``X-Request-ID``, echoed or made), one structured log line per request,
+    request counts and latency by endpoint and status, and the request body limit (413)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+        self.app, self.metrics, self.max_body = app, metrics, max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
+        status = 500
+        sent_start = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, sent_start
+            if message["type"] == "http.response.start":
+                status, sent_start = message["status"], True
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("latin-1"))]
+            await send(message)
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise _TooLarge(self.max_body)
+            return message
+
+        try:
+            declared = int(headers.get(b"content-length", b"0") or 0)
+        except ValueError:
+            declared = 0
+        try:
+            if declared > self.max_body:
+                raise _TooLarge(self.max_body)
+            await self.app(scope, limited_receive, send_with_id)
+        except _TooLarge:
+            if not sent_start:
+                await self._reject(send_with_id)
+        finally:
+            self._record(scope, status, started, request_id)
+
+    async def _reject(self, send: Send) -> None:
+        body = json.dumps(error_body("payload_too_large", f"request body exceeds {self.max_body} bytes")).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    def _record(self, scope: Scope, status: int, started: float, request_id: str) -> None:
+        duration = time.perf_counter() - started
+        route = scope.get("route")
+        endpoint = getattr(route, "path", None) or "unmatched"
+        labels = (scope["method"], endpoint, str(status))
+        self.metrics.requests.labels(*labels).inc()
+        self.metrics.latency.labels(*labels).observe(duration)
+        fields: dict[str, Any] = {"event": "request", "method": scope["method"], "path": scope["path"], "status": status,
+                                  "duration_ms": round(duration * 1000, 2), "request_id": request_id}
+        log.info(json.dumps(fields))

@@ -1,0 +1,110 @@
+"""The prediction endpoints: multipart uploads in, JSON out.
+
+The handlers only read the form and check its shape; decoding, preprocessing and inference run
+in ``pipeline`` on a worker thread.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from app import pipeline
+from app.deps import MetricsDep, ModelsDep, SettingsDep
+from app.errors import ApiError
+from app.pipeline import Upload
+from app.registry import Models
+from app.schemas import DigitResponse, Error, SequenceResponse, SumResponse
+from app.settings import Settings
+
+router = APIRouter(prefix="/predict", tags=["predict"])
+
+IMAGE_HELP = ("PNG, JPEG, BMP, GIF (first frame), WebP or TIFF; any size; grayscale or colour; white ink on "
+              "black or black ink on white")
+ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": Error, "description": "request body or an image too large (`payload_too_large`, `image_too_large`)"},
+    415: {"model": Error, "description": "a file is not an image in a supported format (`unsupported_media_type`)"},
+    422: {"model": Error, "description": "missing or doubled field, empty or corrupt file, no digit found, "
+                                         "too many images or digits, bad number (`invalid_request`, `empty_file`, "
+                                         "`corrupt_image`, `no_digit_found`, `too_many_images`, `too_many_digits`, "
+                                         "`invalid_number`, `number_out_of_range`)"},
+    503: {"model": Error, "description": "models not loaded yet, or shutting down (`not_ready`)"},
+}
+_INTEGER = re.compile(r"[+-]?[0-9]{1,12}")
+
+
+async def _read(files: list[UploadFile], field: str, settings: Settings) -> list[Upload]:
+    if len(files) > settings.max_images:
+        raise ApiError(422, "too_many_images", f"{len(files)} images sent; the limit is {settings.max_images}")
+    return [Upload(field, file.filename or "", await file.read()) for file in files]
+
+
+async def _single(request: Request, field: str) -> None:
+    """Refuse a field sent more than once (FastAPI would silently keep one of them)."""
+    if len((await request.form()).getlist(field)) > 1:
+        raise ApiError(422, "invalid_request", f"field '{field}' must be sent once")
+
+
+def number_range(models: Models, settings: Settings) -> tuple[int, int]:
+    """Integers accepted by /predict/digit-sum: the setting, within the model's exact range."""
+    low, high = models.digit_sum.metadata.get("metrics", {}).get("exact_range", [-settings.max_abs_number, settings.max_abs_number])
+    return max(low, -settings.max_abs_number), min(high, settings.max_abs_number)
+
+
+@router.post("/digit", response_model=DigitResponse, responses=ERRORS, summary="Classify one or many digit images")
+async def predict_digit(
+    files: Annotated[list[UploadFile], File(description=f"one image per digit, repeated; {IMAGE_HELP}")],
+    models: ModelsDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+) -> dict[str, Any]:
+    uploads = await _read(files, "files", settings)
+    return await run_in_threadpool(pipeline.predict_digits, uploads, models, settings, metrics)
+
+
+@router.post("/sequence", response_model=SequenceResponse, responses=ERRORS,
+             summary="Does a sequence of digits contain a 4?",
+             description="Send exactly one of `strip` (one image of a row of digits, read left to right, spacing "
+                         "uneven or not) or `files` (the digit images in order). The CNN-LSTM gives P(contains a 4); "
+                         "the digit model reads each digit.")
+async def predict_sequence(
+    request: Request,
+    models: ModelsDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    strip: Annotated[UploadFile | None, File(description=f"a row of digits; {IMAGE_HELP}")] = None,
+    files: Annotated[list[UploadFile] | None, File(description="the digit images, in order")] = None,
+) -> dict[str, Any]:
+    if (strip is None) == (not files):
+        raise ApiError(422, "invalid_request", "send exactly one of 'strip' (one image) or 'files' (digit images)")
+    if strip is not None:
+        await _single(request, "strip")
+        upload = Upload("strip", strip.filename or "", await strip.read())
+        return await run_in_threadpool(pipeline.predict_sequence, [], upload, models, settings, metrics)
+    uploads = await _read(files or [], "files", settings)
+    return await run_in_threadpool(pipeline.predict_sequence, uploads, None, models, settings, metrics)
+
+
+@router.post("/digit-sum", response_model=SumResponse, responses=ERRORS, summary="Read a digit and add an integer to it")
+async def predict_digit_sum(
+    request: Request,
+    file: Annotated[UploadFile, File(description=f"one digit image; {IMAGE_HELP}")],
+    number: Annotated[str, Form(description="an integer, e.g. 42 or -7", examples=["42"])],
+    models: ModelsDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+) -> dict[str, Any]:
+    await _single(request, "file")
+    await _single(request, "number")
+    if not _INTEGER.fullmatch(number):
+        shown = number if len(number) <= 40 else number[:40] + "..."
+        raise ApiError(422, "invalid_number", f"number must be an integer written in digits, got {shown!r}")
+    value = int(number)
+    low, high = number_range(models, settings)
+    if not low <= value <= high:
+        raise ApiError(422, "number_out_of_range", f"number must be between {low} and {high}, got {value}")
+    upload = Upload("file", file.filename or "", await file.read())
+    return await run_in_threadpool(pipeline.predict_sum, upload, value, models, settings, metrics)

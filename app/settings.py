@@ -1,0 +1,32 @@
+"""The service's configuration: one settings class, read from environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Each field is set by the environment variable of its name in
+    capitals (``PORT=9000``); README.md lists them."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    host: str = Field("127.0.0.1", description="interface to bind (0.0.0.0 in the container)")
+    port: int = Field(8000, ge=1, le=65535)
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the models run; auto = CUDA when available")
+    weights_dir: Path = Field(DEFAULT_WEIGHTS, description="folder with the checkpoints and their SHA256SUMS")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    workers: int = Field(1, ge=1, description="uvicorn worker processes")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's choice)")
+
+    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="largest request body (413 above)")
+    max_images: int = Field(256, ge=1, description="most images in one request")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="most pixels in one image (decompression bombs)")
+    max_sequence_digits: int = Field(64, ge=1, description="most digits in one sequence")
+    max_abs_number: int = Field(10_000, ge=0, description="largest |number| for /predict/digit-sum (also capped by the model's exact range)")
