@@ -3,8 +3,19 @@
 Knows nothing of HTTP or of training; both ``app`` and ``training`` build on it.
 """
 
-from model.architectures import ARCHITECTURES, DigitNet, DigitSumNet, SequenceNet, build_model
-from model.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from model.architectures import (
+    ARCHITECTURES,
+    DigitNet,
+    DigitSumNet,
+    SequenceNet,
+    build_model,
+)
+from model.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from model.preprocess import NoInkError, PreprocessConfig
 
 __all__ = [

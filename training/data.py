@@ -12,10 +12,17 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
-from model.preprocess import DEFAULT_CONFIG, PreprocessConfig, preprocess_digit
+from model.preprocess import (
+    DEFAULT_CONFIG,
+    PreprocessConfig,
+    normalise,
+    preprocess_digit,
+)
 
 DATA_DIR_ENV = "MNIST_DATA_DIR"
 SPLIT_FILES = {
@@ -157,3 +164,41 @@ def sample_sequences(
     offsets = np.concatenate(([0], np.cumsum(lengths)))
     labels = np.logical_or.reduceat(has_four, offsets[:-1]).astype(np.int64)
     return Sequences(lengths, indices, labels)
+
+
+@dataclass(frozen=True)
+class DigitData:
+    """Preprocessed, normalised digit tensors [N, 1, 28, 28] with their labels."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+
+    @classmethod
+    def from_split(cls, split: Split, indices: np.ndarray | None = None) -> DigitData:
+        images = split.images if indices is None else split.images[indices]
+        labels = split.labels if indices is None else split.labels[indices]
+        return cls(normalise(preprocess_split(images)), torch.as_tensor(labels))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a training run reads: both splits, and the training split cut into the part
+    that is fitted and the part held out for model selection."""
+
+    train: Split
+    test: Split
+    fit: DigitData
+    val: DigitData
+
+    def record(self) -> dict[str, Any]:
+        """The data set as a checkpoint's metadata names it."""
+        return {"name": "MNIST", "sha256": {**self.train.checksums, **self.test.checksums}}
+
+
+def prepare(data_dir: str | None, val_size: int, seed: int, limit: int | None = None) -> Prepared:
+    """Load MNIST and split the training part; ``limit`` keeps only that many images (smoke runs)."""
+    train, test = load_split("train", data_dir), load_split("test", data_dir)
+    fit_idx, val_idx = train_val_indices(len(train), val_size, seed)
+    if limit:
+        fit_idx, val_idx = fit_idx[:limit], val_idx[: max(limit // 4, 1)]
+    return Prepared(train, test, DigitData.from_split(train, fit_idx), DigitData.from_split(train, val_idx))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +13,10 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from model.architectures import DigitNet, count_parameters
-from model.checkpoint import Checkpoint, save_checkpoint
-from model.preprocess import DEFAULT_CONFIG, normalise
+from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from model.preprocess import DEFAULT_CONFIG
 from training.augment import AffineAugment
-from training.data import Split, flip_labels, load_split, preprocess_split, train_val_indices
+from training.data import DigitData, flip_labels, load_split, prepare
 from training.engine import (
     History,
     batches,
@@ -36,24 +35,6 @@ from training.plots import confusion_matrix, plot_confusion, plot_curves
 ARGUMENTS: dict[str, Any] = {"channels": [32, 64], "features": 256, "dropout": 0.25}
 LABELS = [str(d) for d in range(10)]
 VERSION = "1.0.0"
-
-
-@dataclass(frozen=True)
-class DigitData:
-    """Preprocessed, normalised digit tensors [N, 1, 28, 28] with labels."""
-
-    inputs: torch.Tensor
-    labels: torch.Tensor
-
-    @classmethod
-    def from_split(cls, split: Split, indices: np.ndarray | None = None) -> DigitData:
-        images = split.images if indices is None else split.images[indices]
-        labels = split.labels if indices is None else split.labels[indices]
-        return cls(normalise(preprocess_split(images)), torch.as_tensor(labels))
-
-
-def dataset_record(train: Split, test: Split) -> dict[str, Any]:
-    return {"name": "MNIST", "sha256": {**train.checksums, **test.checksums}}
 
 
 def test_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
@@ -75,12 +56,8 @@ def train(options: RunOptions) -> Path:
     started = time.time()
     generator = seed_everything(options.seed)
     device = select_device(options.device)
-    train_split, test_split = load_split("train", options.data_dir), load_split("test", options.data_dir)
-    fit_idx, val_idx = train_val_indices(len(train_split), options.val_size, options.seed)
-    if options.limit:
-        fit_idx = fit_idx[: options.limit]
-        val_idx = val_idx[: max(options.limit // 4, 1)]
-    fit, val = DigitData.from_split(train_split, fit_idx), DigitData.from_split(train_split, val_idx)
+    data = prepare(options.data_dir, options.val_size, options.seed, options.limit)
+    fit, val = data.fit, data.val
     fit_inputs = fit.inputs.to(device)
     fit_labels = torch.as_tensor(flip_labels(fit.labels.numpy(), options.label_noise, 10, options.seed)).to(device)
 
@@ -128,7 +105,7 @@ def train(options: RunOptions) -> Path:
     temperature = fit_temperature(raw_val, val.labels)
     model.temperature.fill_(temperature)
 
-    test = DigitData.from_split(test_split)
+    test = DigitData.from_split(data.test)
     test_logits = predict_logits(model, test.inputs, device)
     metrics = test_metrics(test_logits, test.labels)
     uncalibrated = expected_calibration_error((test_logits * temperature).softmax(1), test.labels)
@@ -144,7 +121,7 @@ def train(options: RunOptions) -> Path:
         "labels": LABELS,
         "preprocess": DEFAULT_CONFIG.to_dict(),
         "parameters": count_parameters(model),
-        "dataset": dataset_record(train_split, test_split),
+        "dataset": data.record(),
         "hyperparameters": {**options.hyperparameters(), "optimizer": "SGD nesterov 0.9, wd 5e-4",
                             "schedule": "one-cycle", "augmentation": repr(augment),
                             "weights": f"exponential moving average, decay {options.ema_decay}"},
@@ -165,3 +142,11 @@ def evaluate_command(checkpoint: Checkpoint, data_dir: str | None, device: torch
     metrics = test_metrics(predict_logits(checkpoint.model, test.inputs, device), test.labels)
     metrics.pop("confusion")
     return metrics
+
+
+def load_init(path: Path, device: torch.device) -> Checkpoint:
+    """The trained DigitNet whose encoder starts the sequence and digit-sum models."""
+    checkpoint = load_checkpoint(path, map_location=device)
+    if checkpoint.metadata["architecture"] != "DigitNet":
+        raise ValueError(f"--init-from must be a DigitNet checkpoint, {path} is {checkpoint.metadata['architecture']}")
+    return checkpoint

@@ -18,12 +18,20 @@ import torch
 import torch.nn.functional as F
 
 from model.architectures import DigitSumNet, count_parameters
-from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from model.checkpoint import Checkpoint, save_checkpoint
 from model.preprocess import DEFAULT_CONFIG
 from training.augment import AffineAugment
-from training.data import flip_labels, load_split, train_val_indices
-from training.digit import LABELS, DigitData, dataset_record
-from training.engine import History, batches, progress, provenance, seed_everything, select_device, write_json
+from training.data import DigitData, flip_labels, load_split, prepare
+from training.digit import LABELS, load_init
+from training.engine import (
+    History,
+    batches,
+    progress,
+    provenance,
+    seed_everything,
+    select_device,
+    write_json,
+)
 from training.options import RunOptions
 from training.plots import plot_curves
 
@@ -98,19 +106,14 @@ def train(options: RunOptions) -> Path:
     generator = seed_everything(options.seed)
     device = select_device(options.device)
     init_path = options.init_from or DEFAULT_INIT
-    digit = load_checkpoint(init_path, map_location=device)
-    if digit.metadata["architecture"] != "DigitNet":
-        raise ValueError(f"--init-from must be a DigitNet checkpoint, {init_path} is {digit.metadata['architecture']}")
+    digit = load_init(init_path, device)
     arguments = {**digit.metadata["arguments"], "sharpness": SHARPNESS}
     model = DigitSumNet(**arguments).to(device)
     model.encoder.load_state_dict(digit.model.encoder.state_dict())
     model.classifier.load_state_dict(digit.model.classifier.state_dict())
 
-    train_split, test_split = load_split("train", options.data_dir), load_split("test", options.data_dir)
-    fit_idx, val_idx = train_val_indices(len(train_split), options.val_size, options.seed)
-    if options.limit:
-        fit_idx, val_idx = fit_idx[: options.limit], val_idx[: max(options.limit // 4, 1)]
-    fit, val = DigitData.from_split(train_split, fit_idx), DigitData.from_split(train_split, val_idx)
+    data = prepare(options.data_dir, options.val_size, options.seed, options.limit)
+    fit, val = data.fit, data.val
     fit_inputs = fit.inputs.to(device)
     fit_labels = torch.as_tensor(flip_labels(fit.labels.numpy(), options.label_noise, 10, options.seed)).to(device)
     val_numbers = torch.as_tensor(np.random.default_rng(options.seed + 1).integers(NUMBER_RANGE[0], NUMBER_RANGE[1] + 1, len(val.labels)))
@@ -154,7 +157,7 @@ def train(options: RunOptions) -> Path:
             best = (val_loss, copy.deepcopy(model.state_dict()))
 
     model.load_state_dict(best[1])
-    metrics = sum_metrics(model, DigitData.from_split(test_split), device)
+    metrics = sum_metrics(model, DigitData.from_split(data.test), device)
     metrics["val_loss"] = best[0]
     metadata = {
         "name": "digit_sum",
@@ -165,7 +168,7 @@ def train(options: RunOptions) -> Path:
         "labels": LABELS,
         "preprocess": DEFAULT_CONFIG.to_dict(),
         "parameters": count_parameters(model),
-        "dataset": dataset_record(train_split, test_split),
+        "dataset": data.record(),
         "hyperparameters": {**options.hyperparameters(), "optimizer": "AdamW (encoder lr/10, adder lr*50)",
                             "schedule": "one-cycle", "loss": f"cross-entropy + {SUM_LOSS_WEIGHT} * MSE(sum)",
                             "number_range": list(NUMBER_RANGE), "encoder": f"from {init_path.name} ({digit.sha256[:12]})",

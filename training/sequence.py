@@ -19,12 +19,27 @@ import torch
 import torch.nn.functional as F
 
 from model.architectures import SequenceNet, count_parameters, pad_by_lengths
-from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from model.checkpoint import Checkpoint, save_checkpoint
 from model.preprocess import DEFAULT_CONFIG
 from training.augment import AffineAugment
-from training.data import Sequences, flip_labels, load_split, sample_sequences, train_val_indices
-from training.digit import DigitData, dataset_record
-from training.engine import History, batches, progress, provenance, seed_everything, select_device, write_json
+from training.data import (
+    DigitData,
+    Sequences,
+    flip_labels,
+    load_split,
+    prepare,
+    sample_sequences,
+)
+from training.digit import load_init
+from training.engine import (
+    History,
+    batches,
+    progress,
+    provenance,
+    seed_everything,
+    select_device,
+    write_json,
+)
 from training.options import RunOptions
 from training.plots import confusion_matrix, plot_confusion, plot_curves
 
@@ -92,19 +107,14 @@ def train(options: RunOptions) -> Path:
     generator = seed_everything(options.seed)
     device = select_device(options.device)
     init_path = options.init_from or DEFAULT_INIT
-    digit = load_checkpoint(init_path, map_location=device)
-    if digit.metadata["architecture"] != "DigitNet":
-        raise ValueError(f"--init-from must be a DigitNet checkpoint, {init_path} is {digit.metadata['architecture']}")
+    digit = load_init(init_path, device)
     arguments = {**digit.metadata["arguments"], "hidden": HIDDEN}
     model = SequenceNet(**arguments).to(device)
     model.encoder.load_state_dict(digit.model.encoder.state_dict())
     model.encoder.requires_grad_(False)
 
-    train_split, test_split = load_split("train", options.data_dir), load_split("test", options.data_dir)
-    fit_idx, val_idx = train_val_indices(len(train_split), options.val_size, options.seed)
-    if options.limit:
-        fit_idx, val_idx = fit_idx[: options.limit], val_idx[: max(options.limit // 4, 1)]
-    fit, val = DigitData.from_split(train_split, fit_idx), DigitData.from_split(train_split, val_idx)
+    data = prepare(options.data_dir, options.val_size, options.seed, options.limit)
+    fit, val = data.fit, data.val
     fit_views = embed(model.encoder, fit.inputs, device, AUGMENTED_VIEWS, generator)
     val_embeddings = embed(model.encoder, val.inputs, device)[0]
     fit_digits, val_digits = fit.labels.numpy(), val.labels.numpy()
@@ -150,8 +160,8 @@ def train(options: RunOptions) -> Path:
             best = (val_acc, copy.deepcopy(model.state_dict()))
 
     model.load_state_dict(best[1])
-    test = DigitData.from_split(test_split)
-    sequences = test_sequences(test_split.labels)
+    test = DigitData.from_split(data.test)
+    sequences = test_sequences(data.test.labels)
     metrics = sequence_metrics(read_sequences(model, embed(model.encoder, test.inputs, device)[0], sequences), sequences.labels)
     confusion = np.array(metrics.pop("confusion"))
     metrics["val_accuracy"] = best[0]
@@ -165,7 +175,7 @@ def train(options: RunOptions) -> Path:
         "labels": LABELS,
         "preprocess": DEFAULT_CONFIG.to_dict(),
         "parameters": count_parameters(model),
-        "dataset": {**dataset_record(train_split, test_split),
+        "dataset": {**data.record(),
                     "sequences": "lengths N(10, 3) rounded, clipped to 3..30; digits uniform from the split; "
                                  f"test: {TEST_SEQUENCES} sequences of the test split, seed {TEST_SEED}"},
         "hyperparameters": {**options.hyperparameters(), "optimizer": "AdamW wd 1e-4", "schedule": "one-cycle",
