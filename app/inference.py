@@ -28,6 +28,14 @@ def classify(models: Models, arrays: np.ndarray) -> list[dict[str, Any]]:
 
 
 @torch.inference_mode()
+def confidence(models: Models, arrays: np.ndarray) -> np.ndarray:
+    """The digit model's top probability for each array: the judge strip segmentation asks
+    whether a wide glyph reads better as one digit or as several touching ones."""
+    inputs = normalise(arrays).to(models.device)
+    return models.digit.model(inputs).softmax(dim=1).amax(dim=1).float().cpu().numpy()
+
+
+@torch.inference_mode()
 def contains_four(models: Models, arrays: np.ndarray) -> float:
     """P(the sequence of digit arrays, in order, contains a 4), from the CNN-LSTM."""
     inputs = normalise(arrays).to(models.device)

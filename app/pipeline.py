@@ -56,10 +56,10 @@ def _digit_array(upload: Upload, settings: Settings) -> np.ndarray:
         raise ApiError(422, "no_digit_found", f"{upload.label}: {error}") from None
 
 
-def _strip_arrays(upload: Upload, settings: Settings) -> np.ndarray:
+def _strip_arrays(upload: Upload, models: Models, settings: Settings) -> np.ndarray:
     image: Image.Image = decode_image(upload.data, upload.label, settings.max_image_pixels)
     try:
-        arrays = preprocess_strip(image)
+        arrays = preprocess_strip(image, judge=lambda candidates: inference.confidence(models, candidates))
     except NoInkError as error:
         raise ApiError(422, "no_digit_found", f"{upload.label}: {error}") from None
     if len(arrays) > settings.max_sequence_digits:
@@ -78,7 +78,7 @@ def predict_digits(uploads: list[Upload], models: Models, settings: Settings, me
 def predict_sequence(uploads: list[Upload], strip: Upload | None, models: Models, settings: Settings,
                      metrics: Metrics) -> dict[str, Any]:
     if strip is not None:
-        arrays = _strip_arrays(strip, settings)
+        arrays = _strip_arrays(strip, models, settings)
     else:
         if len(uploads) > settings.max_sequence_digits:
             raise ApiError(422, "too_many_digits",

@@ -15,6 +15,7 @@ see what serving will give them:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -173,6 +174,14 @@ _SPECK_HEIGHT = 0.3
 _MERGE_OVERLAP = 0.5
 # Binarisation level for segmentation: lighter ink is anti-aliasing, not strokes.
 _STROKE_LEVEL = 0.25
+# Pieces shorter than this share of the row's median height are broken strokes, not digits.
+_FRAGMENT_HEIGHT = 0.45
+# Width/height from which a glyph may be several touching digits (single MNIST digits: 1.25 at
+# the 99th percentile), and from which it almost surely is (1.67 at the 99.9th).
+_MAYBE_SEVERAL = 1.1
+_SURELY_SEVERAL = 1.7
+# Confidence a reading pays for each extra piece: ties go to fewer digits.
+_SPLIT_PRIOR = 1e-3
 
 
 @dataclass
@@ -234,57 +243,107 @@ def _group(glyphs: list[_Glyph]) -> list[_Glyph]:
     return merged
 
 
-def _split_wide(ink: np.ndarray, glyph: _Glyph, pieces: int) -> list[tuple[int, int]]:
-    """Cut a run of touching digits into ``pieces`` column ranges at the thinnest columns."""
-    profile = (ink[glyph.top : glyph.bottom + 1, glyph.left : glyph.right + 1] > _STROKE_LEVEL).sum(axis=0)
+def _absorb_fragments(groups: list[_Glyph]) -> list[_Glyph]:
+    """Merge short pieces into the nearest neighbour: a digit stands at least ~0.8 of the row's
+    typical height (MNIST's first percentile), a broken-off stroke well under half of it."""
+    if len(groups) < 2:
+        return groups
+    height = float(np.median([g.height for g in groups]))
+    groups = list(groups)
+    while True:
+        short = [i for i, g in enumerate(groups) if g.height < _FRAGMENT_HEIGHT * height]
+        if not short or len(groups) < 2:
+            return groups
+        i = min(short, key=lambda k: groups[k].mass)
+        piece = groups[i]
+        neighbours = [k for k in (i - 1, i + 1) if 0 <= k < len(groups)]
+        nearest = min(neighbours, key=lambda k: max(groups[k].left - piece.right, piece.left - groups[k].right, 0))
+        groups[nearest].absorb(piece)
+        del groups[i]
+
+
+def _cuts(profile: np.ndarray, pieces: int) -> list[tuple[int, int]]:
+    """Column ranges cutting a run of touching digits into ``pieces`` at the thinnest columns."""
+    width = len(profile)
     cuts = [0]
-    step = glyph.width / pieces
+    step = width / pieces
     for k in range(1, pieces):
-        target = round(k * step)
-        half = max(1, round(step * 0.3))
-        lo, hi = max(cuts[-1] + 1, target - half), min(glyph.width - 1, target + half)
+        half = max(1, round(step * 0.35))
+        lo, hi = max(cuts[-1] + 1, round(k * step) - half), min(width - 1, round(k * step) + half)
         window = profile[lo : hi + 1]
-        cuts.append(lo + int(np.argmin(window)) if window.size else target)
-    cuts.append(glyph.width)
-    return [(glyph.left + a, glyph.left + b - 1) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+        cuts.append(lo + int(np.argmin(window)) if window.size else round(k * step))
+    cuts.append(width)
+    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
 
-def split_ink(ink: np.ndarray) -> list[np.ndarray]:
+Judge = Callable[[np.ndarray], np.ndarray]
+"""Given [N, 28, 28] digit arrays, the classifier's confidence in each (its top probability)."""
+
+
+def _best_split(own: np.ndarray, judge: Judge | None, config: PreprocessConfig) -> list[np.ndarray]:
+    """One glyph that may be several touching digits -> its digits.
+
+    Narrow glyphs are one digit. A wider one is cut into k = 1, 2, ... pieces at the thinnest
+    columns, and the reading whose least confident digit the judge is surest of wins (a
+    tie going to fewer pieces). Without a judge, width alone decides.
+    """
+    height, width = own.shape
+    ratio = width / height
+    if ratio < _MAYBE_SEVERAL:
+        return [own]
+    profile = (own > _STROKE_LEVEL).sum(axis=0)
+    most = max(2, min(4, int(ratio / 0.55)))
+    options: list[list[np.ndarray]] = [[own]]
+    for pieces in range(2, most + 1):
+        parts = [own[:, a:b] for a, b in _cuts(profile, pieces)]
+        if all(p.max() > 0 for p in parts):
+            options.append(parts)
+    if judge is None:
+        wanted = 1 if ratio < _SURELY_SEVERAL else max(2, round(ratio / 0.8))
+        return min(options, key=lambda o: abs(len(o) - wanted))
+    readable: list[tuple[list[np.ndarray], np.ndarray]] = []
+    for parts in options:
+        try:
+            readable.append((parts, np.stack([ink_to_array(p, config) for p in parts])))
+        except NoInkError:
+            continue
+    # One call to the judge for every candidate reading of this glyph.
+    confidence = judge(np.concatenate([arrays for _, arrays in readable]))
+    bounds = np.cumsum([0] + [len(arrays) for _, arrays in readable])
+    # A reading is as good as its least certain digit: the halves of a wide "0" may each look
+    # like a "1", but rarely more surely than the whole looks like a "0".
+    scores = [float(confidence[a:b].min()) - _SPLIT_PRIOR * (b - a - 1) for a, b in zip(bounds[:-1], bounds[1:])]
+    return readable[int(np.argmax(scores))][0]
+
+
+def split_ink(ink: np.ndarray, judge: Judge | None = None, config: PreprocessConfig = DEFAULT_CONFIG) -> list[np.ndarray]:
     """An ink map holding a row of digits -> one ink map per digit, left to right.
 
     Connected components are found, specks dropped, components stacked over the same columns
-    merged (broken strokes), and components much wider than the row's typical digit cut at
-    their thinnest columns (digits that touch). Each digit keeps only its own ink, so a
-    neighbour reaching into its bounding box does not leak into it.
+    or too short to be a digit merged into their neighbour (broken strokes), and glyphs wide
+    enough to be several touching digits cut where ``judge`` (the digit classifier) reads
+    them best. Each digit keeps only its own ink, so a neighbour reaching into its bounding box
+    does not leak into it.
     """
     labels, glyphs = _glyphs(ink)
-    groups = _group(glyphs)
+    groups = _absorb_fragments(_group(glyphs))
     if not groups:
         raise NoInkError("no digit found in the strip")
-    height = float(np.median([g.height for g in groups]))
-    widths = sorted(g.width for g in groups)
-    # A typical digit is about 0.7 of its height wide; a median over the row is sturdier when
-    # most digits stand apart, but never let a row of touching pairs set the yardstick.
-    typical = min(float(np.median(widths)), 0.8 * height) if len(groups) > 2 else 0.7 * height
-    typical = max(typical, 0.45 * height)
-
     digits: list[np.ndarray] = []
     for group in groups:
-        mask = np.isin(labels[group.top : group.bottom + 1, group.left : group.right + 1], group.labels)
-        own = np.where(mask, ink[group.top : group.bottom + 1, group.left : group.right + 1], 0.0)
-        pieces = round(group.width / typical) if group.width > 1.35 * typical else 1
-        if pieces <= 1:
-            digits.append(own)
-            continue
-        for left, right in _split_wide(ink, group, pieces):
-            piece = own[:, left - group.left : right - group.left + 1]
-            if piece.max() > 0:
-                digits.append(piece)
+        window = (slice(group.top, group.bottom + 1), slice(group.left, group.right + 1))
+        own = np.where(np.isin(labels[window], group.labels), ink[window], 0.0)
+        digits.extend(_best_split(own, judge, config))
     return digits
 
 
-def preprocess_strip(image: Image.Image | np.ndarray, config: PreprocessConfig = DEFAULT_CONFIG) -> np.ndarray:
-    """A strip image (a row of digits, either polarity) -> [N, 28, 28] arrays, left to right."""
+def preprocess_strip(image: Image.Image | np.ndarray, judge: Judge | None = None,
+                     config: PreprocessConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """A strip image (a row of digits, either polarity) -> [N, 28, 28] arrays, left to right.
+
+    ``judge`` (the digit classifier's confidence) settles whether a wide glyph is one digit or
+    several touching ones; without it the glyph's width alone decides.
+    """
     gray = to_gray(image) if isinstance(image, Image.Image) else image
-    pieces = split_ink(to_ink(gray, config))
+    pieces = split_ink(to_ink(gray, config), judge, config)
     return np.stack([ink_to_array(piece, config) for piece in pieces])
