@@ -2,7 +2,7 @@
 
 The encoder and digit classifier start from a trained DigitNet and are fine-tuned jointly with
 the linear adder. Integers are drawn from NUMBER_RANGE; because the adder is linear, the range
-on which the rounded sum is exact is computed from its weights and checked on test digits.
+on which the rounded sum stays exact is measured on the test digits, far beyond that range.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ NUMBER_RANGE = (-100, 100)  # integers drawn for training and the headline test 
 SUM_LOSS_WEIGHT = 0.1
 SHARPNESS = 8.0
 TEST_SEED = 2_025
+RANGE_CANDIDATES = (100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 1_000_000)
 DEFAULT_INIT = Path("weights/digit.pt")
 
 
@@ -56,48 +57,45 @@ def predict(model: DigitSumNet, inputs: torch.Tensor, numbers: torch.Tensor, dev
     return torch.cat(logits), torch.cat(sums)
 
 
-def exact_range(model: DigitSumNet) -> tuple[int, int]:
-    """The integers n for which the adder's rounded output is d + n for every confidently read
-    digit d: with a one-hot digit the adder gives w_d + b + v*n, which rounds to d + n while
-    |(w_d + b - d) + (v - 1) n| < 0.5. Returns the widest interval around 0 where that holds."""
-    weights = model.adder.weight.detach().double().cpu()[0]
-    bias = float(model.adder.bias.detach().double().cpu())
-    slope = float(weights[10]) - 1.0
-    low, high = -math.inf, math.inf
-    for d in range(10):
-        offset = float(weights[d]) + bias - d
-        if abs(offset) >= 0.5:
-            return (0, -1)  # even n = 0 is wrong for this digit: empty
-        if slope > 0:
-            high, low = min(high, (0.5 - offset) / slope), max(low, (-0.5 - offset) / slope)
-        elif slope < 0:
-            high, low = min(high, (-0.5 - offset) / slope), max(low, (0.5 - offset) / slope)
-    cap = 10**9  # beyond this float32 itself stops being exact for integers
-    return (max(-cap, math.ceil(low) if low > -math.inf else -cap), min(cap, math.floor(high) if high < math.inf else cap))
-
-
 def sum_metrics(model: DigitSumNet, test: DigitData, device: torch.device) -> dict[str, Any]:
-    """Digit accuracy and exact-sum rate on the test digits, each paired with a random integer,
-    plus the exact range checked at its own ends on the same digits."""
+    """Digit accuracy and exact-sum rate on the test digits, each paired with a random integer
+    from the training range; the exact-sum rate over wider bands of integers; and the exact
+    range: the widest +-R (from RANGE_CANDIDATES) at both ends of which the test digits are
+    summed right as often as with 0, within 0.05 points.
+
+    The adder is linear in the integer, so the sums for any n are the sums for 0 plus
+    (adder weight on n) * n: one forward pass covers every band.
+    """
     rng = np.random.default_rng(TEST_SEED)
     numbers = torch.as_tensor(rng.integers(NUMBER_RANGE[0], NUMBER_RANGE[1] + 1, len(test.labels)))
     logits, sums = predict(model, test.inputs, numbers, device)
+    slope = float(model.adder.weight.detach()[0, 10])
+    base = sums.double() - slope * numbers.double()  # the sums with n = 0
+
+    def accuracy(n: torch.Tensor) -> float:
+        return float((base + slope * n.double()).round().long().eq(test.labels + n).float().mean())
+
+    at_zero = accuracy(torch.zeros_like(numbers))
+    bands = {}
+    for low, high in ((0, 9), *((-r, r) for r in RANGE_CANDIDATES)):
+        bands[f"{low}..{high}"] = accuracy(torch.as_tensor(rng.integers(low, high + 1, len(test.labels))))
+    exact = 0
+    for bound in RANGE_CANDIDATES:
+        if min(accuracy(torch.full_like(numbers, sign * bound)) for sign in (-1, 1)) < at_zero - 0.0005:
+            break
+        exact = bound
     digit_right = logits.argmax(1).eq(test.labels)
     sum_right = sums.round().long().eq(test.labels + numbers)
-    low, high = exact_range(model)
-    at_ends = {}
-    for end in (low, high) if low <= high else ():
-        _, end_sums = predict(model, test.inputs, torch.full((len(test.labels),), end), device)
-        at_ends[str(end)] = float(end_sums.round().long().eq(test.labels + end).float().mean())
     return {
         "test_sum_accuracy": float(sum_right.float().mean()),
         "test_digit_accuracy": float(digit_right.float().mean()),
         "test_sum_mae": float((sums - (test.labels + numbers)).abs().mean()),
         "test_samples": len(test.labels),
         "test_number_range": list(NUMBER_RANGE),
-        "exact_range": [low, high],
-        "sum_accuracy_at_range_ends": at_ends,
-        "sum_accuracy_when_digit_right": float(sum_right[digit_right].float().mean()),
+        "sum_accuracy_at_zero": at_zero,
+        "sum_accuracy_by_range": bands,
+        "exact_range": [-exact, exact],
+        "adder_weight_on_number": slope,
     }
 
 
