@@ -1,0 +1,46 @@
+"""The real app, with the committed checkpoints, through its lifespan, on the CPU."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from tests.imaging import encode
+
+
+def make_client(**overrides: object) -> TestClient:
+    return TestClient(create_app(Settings(device="cpu", **overrides)))
+
+
+@pytest.fixture(scope="session")
+def client() -> Iterator[TestClient]:
+    with make_client() as test_client:
+        yield test_client
+
+
+def png_part(field: str, image, name: str = "digit.png", fmt: str = "PNG", mime: str = "image/png", **params):
+    return (field, (name, encode(image, fmt, **params), mime))
+
+
+def correct_indices(split, checkpoint, count: int, start: int = 0) -> np.ndarray:
+    """Test digits the digit model reads right, so exact-label assertions test the service, not
+    the model's 0.3% of errors (those are measured in tests/training)."""
+    import torch
+
+    from model.preprocess import normalise, preprocess_digit
+
+    chosen = []
+    for index in range(start, len(split)):
+        array = preprocess_digit(split.images[index].astype(np.float32) / 255)
+        with torch.inference_mode():
+            probabilities = checkpoint.model(normalise(array[None])).softmax(1)[0]
+        if int(probabilities.argmax()) == split.labels[index] and float(probabilities.max()) > 0.99:
+            chosen.append(index)
+        if len(chosen) == count:
+            break
+    return np.array(chosen)

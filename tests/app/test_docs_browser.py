@@ -1,0 +1,69 @@
+"""A new user's first look: start the service as the README does, open /docs in headless
+Chromium with every host but 127.0.0.1 unresolvable, and see the operations listed.
+
+Needs Debian's ``chromium``; .ci/run installs it and sets REQUIRE_BROWSER=1, so in CI a missing
+browser is an error rather than a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import ROOT
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[str]:
+    """``python -m app`` (what ``make serve`` runs) on a free port, waited for by its log line."""
+    port = _free_port()
+    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "DEVICE": "cpu", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = []
+        for line in process.stdout:  # blocks until the server says it is up, or exits
+            seen.append(line)
+            if "Uvicorn running on" in line:
+                break
+        else:
+            pytest.fail("the service exited before serving:\n" + "".join(seen))
+        assert any(" ready: 3 models on cpu" in line for line in seen), "".join(seen)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_swagger_ui_lists_the_operations_offline(served, tmp_path):
+    if BROWSER is None:
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium not found and REQUIRE_BROWSER=1")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    command = [
+        BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        # No network but loopback: a page that needed a CDN would render nothing.
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+        "--virtual-time-budget=20000", "--dump-dom", f"{served}/docs",
+    ]
+    dom = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
+    paths = set(re.findall(r'class="opblock-summary-path"[^>]*data-path="([^"]+)"', dom))
+    assert {"/predict/digit", "/predict/sequence", "/predict/digit-sum", "/models", "/healthz", "/readyz", "/metrics"} <= paths, dom[:2000]
+    assert "digitserve" in dom

@@ -1,0 +1,124 @@
+"""Health, readiness, model listing, metrics, docs, request ids, start-up faults, unknown errors."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app import pipeline
+from app.main import create_app
+from app.settings import Settings
+from model.checkpoint import CheckpointError, load_checkpoint, read_manifest
+from tests.app.conftest import make_client, png_part
+from tests.conftest import WEIGHTS
+from tests.imaging import digit_image
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    response = client.get("/readyz")
+    assert response.status_code == 200 and response.json() == {"status": "ready"}
+
+
+def test_not_ready_before_the_models_are_loaded(mnist_test):
+    client = make_client()  # not entered: the lifespan has not run, no model is loaded
+    response = client.get("/readyz")
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    assert response.json() == {"code": "not_ready", "detail": "models not loaded, or shutting down"}
+    response = client.post("/predict/digit", files=[png_part("files", digit_image(mnist_test.images[0]))])
+    assert response.status_code == 503 and response.json()["code"] == "not_ready"
+    assert client.get("/healthz").status_code == 200
+
+
+def test_models_lists_what_is_loaded(client):
+    body = client.get("/models").json()
+    manifest = read_manifest(WEIGHTS)
+    assert [m["name"] for m in body["models"]] == ["digit", "sequence", "digit_sum"]
+    for info in body["models"]:
+        checkpoint = load_checkpoint(WEIGHTS / info["file"])
+        assert info["sha256"] == manifest[info["file"]]
+        assert info["id"] == f"{info['name']}:{checkpoint.metadata['version']}"
+        assert info["parameters"] == sum(p.numel() for p in checkpoint.model.parameters())
+        assert info["device"] == "cpu"
+        assert info["metrics"] == checkpoint.metadata["metrics"]
+        assert info["architecture"] == checkpoint.metadata["architecture"]
+
+
+def test_metrics_count_requests_by_endpoint_and_status(client, mnist_test):
+    client.post("/predict/digit", files=[png_part("files", digit_image(mnist_test.images[0]))] * 3)
+    client.post("/predict/digit", files=[("files", ("x.txt", b"nope", "text/plain"))])
+    text = client.get("/metrics").text
+    assert re.search(r'http_requests_total\{endpoint="/predict/digit",method="POST",status="200"\} [1-9]', text)
+    assert re.search(r'http_requests_total\{endpoint="/predict/digit",method="POST",status="415"\} [1-9]', text)
+    assert 'http_request_duration_seconds_bucket{endpoint="/predict/digit"' in text
+    assert re.search(r'inference_batch_size_bucket\{le="4.0",model="digit"\} [1-9]', text)
+    assert re.search(r'images_processed_total\{endpoint="/predict/digit"\} [1-9]', text)
+    assert "inference_duration_seconds_count" in text
+
+
+def test_request_id_is_echoed_or_made(client):
+    assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
+    assert re.fullmatch(r"[0-9a-f]{32}", client.get("/healthz").headers["x-request-id"])
+
+
+def test_one_structured_log_line_per_request(client, caplog):
+    with caplog.at_level(logging.INFO, logger="app.access"):
+        client.get("/healthz", headers={"X-Request-ID": "log-me"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "app.access"]
+    assert len(lines) == 1
+    assert re.fullmatch(r'\{"event": "request", "method": "GET", "path": "/healthz", "status": 200, '
+                        r'"duration_ms": [0-9.]+, "request_id": "log-me"\}', lines[0])
+
+
+def test_docs_are_served_without_a_cdn(client):
+    assert client.get("/", follow_redirects=False).headers["location"] == "/docs"
+    html = client.get("/docs").text
+    assert "cdn" not in html.lower()
+    scripts = re.findall(r'src="([^"]+\.js)"', html) + re.findall(r'href="([^"]+\.css)"', html)
+    assert scripts and all(s.startswith("/") for s in scripts)
+    for asset in scripts:
+        assert client.get(asset).status_code == 200
+    assert "cdn" not in client.get("/redoc").text.lower()
+    spec = client.get("/openapi.json").json()
+    for path in ("/predict/digit", "/predict/sequence", "/predict/digit-sum"):
+        responses = spec["paths"][path]["post"]["responses"]
+        assert {"200", "413", "415", "422", "503"} <= set(responses)
+
+
+def test_unknown_errors_are_a_generic_500(client, mnist_test, monkeypatch, caplog):
+    def explode(*_args, **_kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(pipeline, "predict_digits", explode)
+    with caplog.at_level(logging.ERROR, logger="app.errors"), TestClient(client.app, raise_server_exceptions=False) as fresh:
+        response = fresh.post("/predict/digit", files=[png_part("files", digit_image(mnist_test.images[0]))])
+    assert response.status_code == 500
+    assert response.json() == {"code": "internal_error", "detail": "internal server error"}
+    assert "secret" not in response.text
+    assert any("unhandled error on POST /predict/digit" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("fault", ["missing", "truncated", "tampered"])
+def test_refuses_to_start_on_a_bad_checkpoint(tmp_path, caplog, fault):
+    weights = tmp_path / "weights"
+    shutil.copytree(WEIGHTS, weights)
+    target = weights / "sequence.pt"
+    if fault == "missing":
+        target.unlink()
+    elif fault == "truncated":
+        target.write_bytes(target.read_bytes()[:4096])
+    else:
+        data = bytearray(target.read_bytes())
+        data[-100] ^= 1
+        target.write_bytes(bytes(data))
+    app = create_app(Settings(weights_dir=weights, device="cpu"))
+    with caplog.at_level(logging.CRITICAL, logger="app"), pytest.raises(CheckpointError):
+        with TestClient(app):
+            pass
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
+    expected = "checkpoint not found" if fault == "missing" else "checksum mismatch"
+    assert line.startswith("refusing to start: ") and expected in line and "sequence.pt" in line

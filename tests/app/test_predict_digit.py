@@ -1,0 +1,117 @@
+"""POST /predict/digit through the real app, with MNIST test digits as users upload them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.app.conftest import correct_indices, make_client, png_part
+from tests.imaging import digit_image, encode
+
+FORMATS = [("PNG", "image/png", {}), ("JPEG", "image/jpeg", {"quality": 95}), ("BMP", "image/bmp", {}),
+           ("GIF", "image/gif", {}), ("WEBP", "image/webp", {"lossless": True}), ("TIFF", "image/tiff", {})]
+
+
+@pytest.fixture(scope="module")
+def known(mnist_test, digit_checkpoint) -> np.ndarray:
+    return correct_indices(mnist_test, digit_checkpoint, 24)
+
+
+def _labels(response) -> list[int]:
+    return [p["label"] for p in response.json()["predictions"]]
+
+
+def test_one_digit_exact_body(client, mnist_test, known):
+    index = known[0]
+    response = client.post("/predict/digit", files=[png_part("files", digit_image(mnist_test.images[index]))])
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"model", "predictions"} and body["model"] == "digit:1.0.0"
+    (prediction,) = body["predictions"]
+    assert set(prediction) == {"label", "probability", "probabilities"}
+    assert prediction["label"] == mnist_test.labels[index]
+    assert len(prediction["probabilities"]) == 10
+    assert sum(prediction["probabilities"]) == pytest.approx(1.0, abs=1e-4)
+    assert prediction["probability"] == max(prediction["probabilities"]) > 0.9
+
+
+@pytest.mark.parametrize("black_on_white", [False, True])
+def test_both_polarities_and_sizes_in_order(client, mnist_test, known, black_on_white):
+    sizes = [28, 64, 200, 480]
+    files = [png_part("files", digit_image(mnist_test.images[i], size=sizes[k % 4], black_on_white=black_on_white, pad=k % 3 * 10))
+             for k, i in enumerate(known[:12])]
+    response = client.post("/predict/digit", files=files)
+    assert response.status_code == 200
+    assert _labels(response) == mnist_test.labels[known[:12]].tolist()
+
+
+@pytest.mark.parametrize("fmt,mime,params", FORMATS, ids=[f[0] for f in FORMATS])
+def test_every_documented_format(client, mnist_test, known, fmt, mime, params):
+    images = [digit_image(mnist_test.images[i], size=96, black_on_white=True, mode="RGB" if fmt == "JPEG" else "L") for i in known[:4]]
+    files = [("files", (f"d{k}.{fmt.lower()}", encode(image, fmt, **params), mime)) for k, image in enumerate(images)]
+    response = client.post("/predict/digit", files=files)
+    assert response.status_code == 200, response.text
+    assert _labels(response) == mnist_test.labels[known[:4]].tolist()
+
+
+def test_exif_orientation_is_honoured(client, mnist_test, known):
+    index = known[1]
+    upright = digit_image(mnist_test.images[index], size=112, black_on_white=True, mode="RGB")
+    stored = upright.transpose(Image.Transpose.ROTATE_270)  # what a sideways camera stores...
+    exif = Image.Exif()
+    exif[0x0112] = 6  # ...with "rotate 90 clockwise to display"
+    data = encode(stored, "JPEG", quality=95, exif=exif.tobytes())
+    response = client.post("/predict/digit", files=[("files", ("photo.jpg", data, "image/jpeg"))])
+    assert _labels(response) == [mnist_test.labels[index]]
+
+
+def test_transparent_png_and_colour_ink(client, mnist_test, known):
+    index = known[2]
+    rgba = np.zeros((28, 28, 4), dtype=np.uint8)
+    rgba[..., 2] = 180  # blue ink...
+    rgba[..., 3] = mnist_test.images[index]  # ...whose opacity is the stroke, on a transparent background
+    response = client.post("/predict/digit", files=[("files", ("ink.png", encode(Image.fromarray(rgba, "RGBA")), "image/png"))])
+    assert _labels(response) == [mnist_test.labels[index]]
+
+
+def test_errors_have_exact_bodies_and_the_service_keeps_serving(client, mnist_test, known):
+    cases = [
+        ([("files", ("notes.txt", b"hello, not an image", "text/plain"))], 415,
+         {"code": "unsupported_media_type",
+          "detail": "files 'notes.txt' is not an image in a supported format (PNG, JPEG, BMP, GIF, WEBP, TIFF)"}),
+        ([("files", ("empty.png", b"", "image/png"))], 422, {"code": "empty_file", "detail": "files 'empty.png' is empty"}),
+        ([("files", ("cut.png", encode(digit_image(mnist_test.images[0], size=200))[:300], "image/png"))], 422, None),
+        ([png_part("files", Image.new("L", (64, 64), 255), name="white.png")], 422,
+         {"code": "no_digit_found", "detail": "files 'white.png': the image is blank: no ink stands out from the background"}),
+        ([png_part("other", digit_image(mnist_test.images[0]))], 422, {"code": "invalid_request", "detail": "missing field 'files'"}),
+    ]
+    for files, status, body in cases:
+        response = client.post("/predict/digit", files=files)
+        assert response.status_code == status, (files[0][1][0], response.text)
+        if body:
+            assert response.json() == body
+        else:
+            assert response.json()["code"] == "corrupt_image"
+    response = client.post("/predict/digit", files=[png_part("files", digit_image(mnist_test.images[known[0]]))])
+    assert response.status_code == 200 and _labels(response) == [mnist_test.labels[known[0]]]
+
+
+def test_limits_are_enforced_with_clear_errors(mnist_test):
+    digit = digit_image(mnist_test.images[0], size=100)
+    with make_client(max_images=2, max_image_pixels=5000, max_body_bytes=64 * 1024) as client:
+        response = client.post("/predict/digit", files=[png_part("files", digit_image(mnist_test.images[0]))] * 3)
+        assert response.status_code == 422
+        assert response.json() == {"code": "too_many_images", "detail": "3 images sent; the limit is 2"}
+
+        response = client.post("/predict/digit", files=[png_part("files", digit, name="big.png")])
+        assert response.status_code == 413
+        assert response.json() == {"code": "image_too_large", "detail": "files 'big.png' is 100x100 pixels; the limit is 5000 pixels"}
+
+        noise = np.random.default_rng(0).integers(0, 255, (300, 300), dtype=np.uint8)
+        response = client.post("/predict/digit", files=[png_part("files", Image.fromarray(noise), name="noise.png")])
+        assert response.status_code == 413
+        assert response.json() == {"code": "payload_too_large", "detail": f"request body exceeds {64 * 1024} bytes"}
+
+        response = client.post("/predict/digit", files=[png_part("files", digit_image(mnist_test.images[0]))])
+        assert response.status_code == 200

@@ -1,0 +1,136 @@
+"""The shared preprocessing on real MNIST test digits and on strips built from them."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model.checkpoint import Checkpoint
+from model.components import label_components
+from model.preprocess import (
+    NoInkError,
+    normalise,
+    preprocess_digit,
+    preprocess_strip,
+    to_gray,
+)
+from tests.imaging import digit_image, encode, make_strip
+
+
+def _predict(checkpoint: Checkpoint, arrays: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return checkpoint.model(normalise(arrays)).argmax(1).numpy()
+
+
+def _judge(checkpoint: Checkpoint):
+    def confidence(arrays: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return checkpoint.model(normalise(arrays)).softmax(1).amax(1).numpy()
+
+    return confidence
+
+
+def test_mnist_digit_keeps_the_mnist_normalisation(mnist_test):
+    for raw in mnist_test.images[:50]:
+        out = preprocess_digit(digit_image(raw))
+        assert out.shape == (28, 28) and out.dtype == np.float32
+        assert out.min() == 0.0 and out.max() == pytest.approx(1.0)
+        rows = np.flatnonzero(out.max(axis=1) > 0)
+        cols = np.flatnonzero(out.max(axis=0) > 0)
+        assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 in (20, 21)  # longer side fits the 20-pixel box
+        ys, xs = np.indices(out.shape)
+        com = ((ys * out).sum() / out.sum(), (xs * out).sum() / out.sum())
+        assert abs(com[0] - 13.5) <= 1.0 and abs(com[1] - 13.5) <= 1.0
+
+
+def test_polarity_is_detected(mnist_test):
+    for raw in mnist_test.images[:50]:
+        white_on_black = preprocess_digit(digit_image(raw))
+        black_on_white = preprocess_digit(digit_image(raw, black_on_white=True))
+        np.testing.assert_allclose(black_on_white, white_on_black, atol=1e-5)
+
+
+def test_transparent_png_of_black_ink_reads_as_ink_on_paper(mnist_test):
+    raw = mnist_test.images[0]
+    rgba = np.zeros((28, 28, 4), dtype=np.uint8)
+    rgba[..., 3] = raw  # black ink whose opacity is the stroke, on a fully transparent background
+    decoded = Image.open(io.BytesIO(encode(Image.fromarray(rgba, mode="RGBA"))))
+    np.testing.assert_allclose(preprocess_digit(decoded), preprocess_digit(digit_image(raw)), atol=1e-2)
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(mnist_test):
+    raw = mnist_test.images[0]
+    sixteen = Image.fromarray(raw.astype(np.uint16) * 257)  # mode I;16
+    assert sixteen.mode == "I;16"
+    np.testing.assert_allclose(to_gray(sixteen), raw / 255.0, atol=1e-6)
+
+
+def test_rescaled_uploads_read_like_the_originals(mnist_test, digit_checkpoint):
+    """Large, padded, inverted, JPEG-compressed uploads classify as the MNIST originals do."""
+    raws = mnist_test.images[:300]
+    originals = np.stack([preprocess_digit(digit_image(r)) for r in raws])
+    uploads = []
+    for i, raw in enumerate(raws):
+        image = digit_image(raw, size=[56, 120, 300][i % 3], black_on_white=i % 2 == 0, pad=[0, 9, 40][i % 3], mode="RGB")
+        uploads.append(preprocess_digit(Image.open(io.BytesIO(encode(image, "JPEG", quality=90)))))
+    agree = (_predict(digit_checkpoint, np.stack(uploads)) == _predict(digit_checkpoint, originals)).mean()
+    assert agree >= 0.99
+
+
+@pytest.mark.parametrize("value", [0, 128, 255])
+def test_blank_images_hold_no_digit(value):
+    with pytest.raises(NoInkError):
+        preprocess_digit(Image.new("L", (64, 64), value))
+    with pytest.raises(NoInkError):
+        preprocess_strip(Image.new("L", (300, 64), value))
+
+
+def test_strip_of_unevenly_spaced_digits_is_split_and_read(mnist_test, digit_checkpoint):
+    """Strips of 3-12 test digits, black on white, 40-140 px tall, gaps of 0 to 1/3 of a digit's
+    width: the right number of digits comes out, in order, and they read as the labels (the
+    digit model judging whether wide glyphs are touching digits)."""
+    rng = np.random.default_rng(7)
+    counted, read = 0, 0
+    trials = 60
+    judge = _judge(digit_checkpoint)
+    for _ in range(trials):
+        count = int(rng.integers(3, 13))
+        index = rng.integers(0, len(mnist_test), count)
+        strip = make_strip(mnist_test.images[index], mnist_test.labels[index], rng)
+        arrays = preprocess_strip(strip.image, judge)
+        if len(arrays) == count:
+            counted += 1
+            read += int((_predict(digit_checkpoint, arrays) == np.array(strip.labels)).all())
+    assert counted >= 0.95 * trials
+    assert read >= 0.9 * trials
+
+
+def test_strip_in_mnist_polarity_with_wide_gaps(mnist_test, digit_checkpoint):
+    rng = np.random.default_rng(11)
+    strip = make_strip(mnist_test.images[:8], mnist_test.labels[:8], rng, height=60, max_gap=2.0, black_on_white=False)
+    arrays = preprocess_strip(strip.image, _judge(digit_checkpoint))
+    assert _predict(digit_checkpoint, arrays).tolist() == strip.labels == [7, 2, 1, 0, 4, 1, 4, 9]
+
+
+def test_touching_digits_are_cut_apart(mnist_test, digit_checkpoint):
+    """Two digits whose ink touches form one component; the judge reads them as two."""
+    zero, seven = mnist_test.images[3][:, 4:23], mnist_test.images[0][:, 6:24]  # a 0 and a 7
+    pair = np.zeros((28, 35), dtype=np.uint8)
+    pair[:, :19] = zero
+    pair[:, 17:] = np.maximum(pair[:, 17:], seven)  # two columns of overlap: the strokes meet
+    assert label_components(pair > 64)[1] == 1
+    arrays = preprocess_strip(pair.astype(np.float32) / 255, _judge(digit_checkpoint))
+    assert _predict(digit_checkpoint, arrays).tolist() == [0, 7]
+
+
+def test_specks_are_not_digits(mnist_test):
+    rng = np.random.default_rng(3)
+    strip = make_strip(mnist_test.images[:4], mnist_test.labels[:4], rng, height=80)
+    noisy = np.asarray(strip.image).copy()
+    noisy[5:7, 5:7] = 0  # two-pixel dots of dirt on the paper
+    noisy[-6:-4, noisy.shape[1] // 2 : noisy.shape[1] // 2 + 2] = 0
+    assert len(preprocess_strip(Image.fromarray(noisy))) == 4

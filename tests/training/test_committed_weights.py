@@ -1,0 +1,51 @@
+"""The committed checkpoints reach the required accuracy on the MNIST test split, and the figures
+recorded in their metadata are the ones evaluation reproduces."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.checkpoint import load_checkpoint
+from tests.conftest import WEIGHTS
+from training import digit, digit_sum, sequence
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def evaluated(mnist_dir):
+    results = {}
+    for name, module in (("digit", digit), ("sequence", sequence), ("digit_sum", digit_sum)):
+        checkpoint = load_checkpoint(WEIGHTS / f"{name}.pt")
+        results[name] = (module.evaluate_command(checkpoint, str(mnist_dir), CPU), checkpoint.metadata["metrics"])
+    return results
+
+
+def test_digit_net_accuracy_and_calibration(evaluated):
+    metrics, recorded = evaluated["digit"]
+    assert metrics["test_accuracy"] >= 0.9965
+    assert metrics["test_ece"] <= 0.005
+    assert metrics["test_samples"] == 10000
+    assert metrics["test_accuracy"] == pytest.approx(recorded["test_accuracy"], abs=2e-4)
+    assert metrics["test_ece"] == pytest.approx(recorded["test_ece"], abs=5e-4)
+
+
+def test_sequence_net_accuracy(evaluated):
+    metrics, recorded = evaluated["sequence"]
+    assert metrics["test_sequences"] == 10000
+    assert metrics["test_accuracy"] >= 0.995
+    assert metrics["test_accuracy"] == pytest.approx(recorded["test_accuracy"], abs=2e-4)
+
+
+def test_digit_sum_net_accuracy_and_exact_range(evaluated):
+    metrics, recorded = evaluated["digit_sum"]
+    assert metrics["test_samples"] == 10000
+    assert metrics["test_sum_accuracy"] >= 0.995
+    assert metrics["test_sum_accuracy"] == pytest.approx(recorded["test_sum_accuracy"], abs=2e-4)
+    assert metrics["exact_range"] == recorded["exact_range"]
+    low, high = metrics["exact_range"]
+    assert low <= -1000 and high >= 1000  # far wider than the 0-9 of the original study
+    bands = metrics["sum_accuracy_by_range"]
+    assert bands["0..9"] >= 0.995
+    assert bands[f"{low}..{high}"] >= metrics["sum_accuracy_at_zero"] - 0.001

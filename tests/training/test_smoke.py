@@ -1,0 +1,48 @@
+"""A one-batch training run of each model through the real CLI, on real MNIST."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from model.checkpoint import load_checkpoint
+from training.cli import main
+
+
+@pytest.fixture(scope="module")
+def smoke_digit(tmp_path_factory, mnist_dir):
+    out = tmp_path_factory.mktemp("smoke") / "digit.pt"
+    args = ["train", "digit", "--data-dir", str(mnist_dir), "--device", "cpu", "--limit", "64", "--epochs", "1",
+            "--batch-size", "64", "--val-size", "64", "--out", str(out)]
+    assert main(args) == 0
+    return out
+
+
+def _check_run(path, architecture, epochs=1, confusion=True):
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.metadata["architecture"] == architecture
+    assert len(checkpoint.metadata["history"]) == epochs
+    artefacts = path.with_suffix("")
+    assert (artefacts / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (artefacts / "confusion.png").exists() == confusion
+    assert json.loads((artefacts / "metrics.json").read_text())["metrics"] == checkpoint.metadata["metrics"]
+    return checkpoint
+
+
+def test_digit_one_batch(smoke_digit):
+    checkpoint = _check_run(smoke_digit, "DigitNet")
+    assert checkpoint.metadata["hyperparameters"]["limit"] == 64
+    assert 0.0 <= checkpoint.metadata["metrics"]["test_accuracy"] <= 1.0
+    assert checkpoint.metadata["metrics"]["test_samples"] == 10000
+
+
+@pytest.mark.parametrize("task,architecture,confusion", [("sequence", "SequenceNet", True), ("digit-sum", "DigitSumNet", False)])
+def test_one_batch_from_a_digit_encoder(task, architecture, confusion, smoke_digit, mnist_dir, tmp_path):
+    out = tmp_path / f"{task}.pt"
+    args = ["train", task, "--data-dir", str(mnist_dir), "--device", "cpu", "--limit", "64", "--epochs", "1",
+            "--batch-size", "64", "--val-size", "64", "--init-from", str(smoke_digit), "--out", str(out),
+            "--label-noise", "0.2"]
+    assert main(args) == 0
+    checkpoint = _check_run(out, architecture, confusion=confusion)
+    assert checkpoint.metadata["hyperparameters"]["label_noise"] == 0.2
