@@ -1,0 +1,76 @@
+"""Measure how well the service reads strips of MNIST test digits, through the real HTTP app.
+
+Each strip: 3-30 test digits, black ink on white, 40-140 px tall, gaps between digits drawn
+uniformly from 0 to 1/3 of a digit's width (tests/imaging.make_strip). It is uploaded as PNG to
+POST /predict/sequence and the answer compared with the truth:
+
+    python scripts/strip_accuracy.py --data-dir ../shared/data/mnist --count 1000
+
+Lengths are drawn uniformly from 3..30 (``--lengths uniform``, the harder case: 16.5 digits on
+average) or as in the study, N(10, 3) clipped to 3..30 (``--lengths study``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.app.conftest import make_client, png_part  # noqa: E402
+from tests.imaging import make_strip  # noqa: E402
+from training.data import load_split  # noqa: E402
+
+
+def lengths_for(kind: str, count: int, rng: np.random.Generator) -> np.ndarray:
+    if kind == "uniform":
+        return rng.integers(3, 31, count)
+    return np.clip(np.rint(rng.normal(10, 3, count)), 3, 30).astype(int)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", help="MNIST IDX folder (default $MNIST_DATA_DIR)")
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lengths", choices=["uniform", "study"], default="uniform")
+    args = parser.parse_args()
+
+    test = load_split("test", args.data_dir)
+    rng = np.random.default_rng(args.seed)
+    exact = four_right = count_right = digits_total = digits_wrong = 0
+    started = time.perf_counter()
+    with make_client() as client:
+        for length in lengths_for(args.lengths, args.count, rng):
+            index = rng.integers(0, len(test), int(length))
+            strip = make_strip(test.images[index], test.labels[index], rng)
+            response = client.post("/predict/sequence", files=[png_part("strip", strip.image, name="strip.png")])
+            if response.status_code != 200:
+                print(f"HTTP {response.status_code}: {response.text}", file=sys.stderr)
+                continue
+            body = response.json()
+            read = [d["label"] for d in body["digits"]]
+            exact += read == strip.labels
+            count_right += len(read) == len(strip.labels)
+            four_right += body["contains_4"] == (4 in strip.labels)
+            digits_total += len(strip.labels)
+            if len(read) == len(strip.labels):
+                digits_wrong += sum(a != b for a, b in zip(read, strip.labels))
+    elapsed = time.perf_counter() - started
+    n = args.count
+    print(f"strips: {n} (lengths {args.lengths} 3..30, {digits_total / n:.1f} digits on average), seed {args.seed}")
+    print("| measure | value |\n| --- | --- |")
+    print(f"| digits read exactly right (whole strip) | {100 * exact / n:.2f}% |")
+    print(f"| contains_4 right | {100 * four_right / n:.2f}% |")
+    print(f"| digit count right | {100 * count_right / n:.2f}% |")
+    print(f"| digit error rate (strips with the right count) | {100 * digits_wrong / max(digits_total, 1):.3f}% |")
+    print(f"| time | {elapsed:.1f} s ({n / elapsed:.1f} strips/s) |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
