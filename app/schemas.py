@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+_TEN = [0.0001, 0.0002, 0.0003, 0.0001, 0.0002, 0.0001, 0.0001, 0.9983, 0.0002, 0.0004]
 
 
 class Error(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"detail": "strip 'number.png': the image is blank: no ink stands out from the background", "code": "no_digit_found"}]})
+
     detail: str = Field(description="what went wrong, for people")
     code: str = Field(description="stable machine-readable code", examples=["no_digit_found"])
 
@@ -19,6 +24,9 @@ class DigitPrediction(BaseModel):
 
 
 class DigitResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"model": "digit:1.0.0", "predictions": [{"label": 7, "probability": 0.9983, "probabilities": _TEN}]}]})
+
     model: str = Field(examples=["digit:1.0.0"])
     predictions: list[DigitPrediction] = Field(description="one per uploaded image, in the order sent")
 
@@ -29,6 +37,11 @@ class DigitRead(BaseModel):
 
 
 class SequenceResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"model": "sequence:1.0.0", "contains_4": True, "probability": 0.9991, "length": 3,
+         "digits": [{"label": 1, "probability": 0.9995}, {"label": 4, "probability": 0.9987},
+                    {"label": 9, "probability": 0.9979}]}]})
+
     model: str = Field(examples=["sequence:1.0.0"])
     contains_4: bool = Field(description="probability >= 0.5")
     probability: float = Field(ge=0, le=1, description="P(the sequence contains a 4), from the CNN-LSTM")
@@ -37,6 +50,9 @@ class SequenceResponse(BaseModel):
 
 
 class SumResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"model": "digit_sum:1.0.0", "digit": 3, "probability": 0.9990, "number": 39, "sum": 42}]})
+
     model: str = Field(examples=["digit_sum:1.0.0"])
     digit: int = Field(ge=0, le=9)
     probability: float = Field(ge=0, le=1, description="probability of the digit read")
