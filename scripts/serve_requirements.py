@@ -1,0 +1,25 @@
+"""Print the serving image's requirements, read from pyproject.toml: the core dependencies and
+the ``serve`` extra, without torch (the Dockerfile installs torch first, from the index and at the
+version its build arguments name, so that the CPU build is used, not PyPI's CUDA one).
+
+    python scripts/serve_requirements.py > requirements.txt
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+
+def main() -> int:
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    for requirement in [*project["dependencies"], *project["optional-dependencies"]["serve"]]:
+        if re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower() != "torch":
+            print(requirement)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
