@@ -56,8 +56,9 @@ DEFAULT_CONFIG = PreprocessConfig()
 def to_gray(image: Image.Image) -> np.ndarray:
     """Any decoded PIL image -> 2-D float32 grayscale in [0, 1].
 
-    Transparency is flattened onto white (a transparent PNG of black ink reads as ink on paper),
-    and 16-bit or 32-bit images are scaled by their range instead of being clipped to 8 bits.
+    Transparency is flattened onto paper of the colour opposite to the visible ink (white under
+    dark ink, black under light ink), and 16-bit or 32-bit images are scaled by their range
+    instead of being clipped to 8 bits.
     """
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
@@ -69,8 +70,16 @@ def to_gray(image: Image.Image) -> np.ndarray:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         image = image.convert("RGBA")
-        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, image)
+        rgba = np.asarray(image, dtype=np.float32) / 255.0
+        alpha = rgba[..., 3]
+        if alpha.min() < 1.0:
+            # Transparent areas become paper: white under dark ink (the usual case), black under
+            # light ink (white strokes exported on a transparent background), so ink stays ink.
+            luminance = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+            ink_level = float((luminance * alpha).sum() / max(float(alpha.sum()), 1e-6))
+            paper = 0.0 if ink_level > 0.5 else 1.0
+            return np.clip(luminance * alpha + paper * (1.0 - alpha), 0.0, 1.0).astype(np.float32)
+        image = image.convert("RGB")
     if image.mode == "CMYK":
         image = image.convert("RGB")
     gray = image.convert("L")

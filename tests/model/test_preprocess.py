@@ -62,6 +62,17 @@ def test_transparent_png_of_black_ink_reads_as_ink_on_paper(mnist_test):
     np.testing.assert_allclose(preprocess_digit(decoded), preprocess_digit(digit_image(raw)), atol=1e-2)
 
 
+def test_transparent_background_behind_white_ink(mnist_test):
+    """White strokes on a transparent background (a palette PNG whose black is transparent):
+    flattened onto white the ink would vanish; it must read as the original digit."""
+    raw = mnist_test.images[0]
+    palette = digit_image(raw).convert("P")
+    palette.info["transparency"] = 0  # palette index of the black background
+    decoded = Image.open(io.BytesIO(encode(palette)))
+    assert decoded.mode == "P" and "transparency" in decoded.info
+    np.testing.assert_allclose(preprocess_digit(decoded), preprocess_digit(digit_image(raw)), atol=2e-2)
+
+
 def test_sixteen_bit_images_are_scaled_not_clipped(mnist_test):
     raw = mnist_test.images[0]
     sixteen = Image.fromarray(raw.astype(np.uint16) * 257)  # mode I;16
