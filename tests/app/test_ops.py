@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import re
 import shutil
 
@@ -12,7 +13,7 @@ from fastapi.testclient import TestClient
 from app import pipeline
 from app.main import create_app
 from app.settings import Settings
-from model.checkpoint import CheckpointError, load_checkpoint, read_manifest
+from model.checkpoint import CheckpointError, load_checkpoint, read_manifest, sha256_file
 from tests.app.conftest import make_client, png_part
 from tests.conftest import WEIGHTS
 from tests.imaging import digit_image
@@ -102,7 +103,17 @@ def test_unknown_errors_are_a_generic_500(client, mnist_test, monkeypatch, caplo
     assert any("unhandled error on POST /predict/digit" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("fault", ["missing", "truncated", "tampered"])
+class _Exploit:
+    """Runs code when unpickled without weights_only: touches a marker file."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (type(self.marker).touch, (self.marker,))
+
+
+@pytest.mark.parametrize("fault", ["missing", "truncated", "tampered", "pickle with code"])
 def test_refuses_to_start_on_a_bad_checkpoint(tmp_path, caplog, fault):
     weights = tmp_path / "weights"
     shutil.copytree(WEIGHTS, weights)
@@ -111,6 +122,12 @@ def test_refuses_to_start_on_a_bad_checkpoint(tmp_path, caplog, fault):
         target.unlink()
     elif fault == "truncated":
         target.write_bytes(target.read_bytes()[:4096])
+    elif fault == "pickle with code":
+        # Whoever can replace the file can fix its checksum too: only weights_only stands between.
+        target.write_bytes(pickle.dumps({"format": "digitserve-checkpoint/1", "state_dict": _Exploit(tmp_path / "pwned")}))
+        lines = (weights / "SHA256SUMS").read_text().splitlines()
+        fixed = [f"{sha256_file(target)}  sequence.pt" if line.endswith(" sequence.pt") else line for line in lines]
+        (weights / "SHA256SUMS").write_text("\n".join(fixed) + "\n")
     else:
         data = bytearray(target.read_bytes())
         data[-100] ^= 1
@@ -120,5 +137,6 @@ def test_refuses_to_start_on_a_bad_checkpoint(tmp_path, caplog, fault):
         with TestClient(app):
             pass
     (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
-    expected = "checkpoint not found" if fault == "missing" else "checksum mismatch"
+    expected = {"missing": "checkpoint not found", "pickle with code": "cannot load"}.get(fault, "checksum mismatch")
     assert line.startswith("refusing to start: ") and expected in line and "sequence.pt" in line
+    assert not (tmp_path / "pwned").exists()
