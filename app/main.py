@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
@@ -22,6 +23,7 @@ from app.errors import install_error_handlers
 from app.observability import Metrics, RequestObserver
 from app.registry import load_models
 from app.routers import models, ops, predict
+from app.security import require_api_key
 from app.settings import Settings
 from model.checkpoint import CheckpointError
 
@@ -79,9 +81,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "X-API-Key", "X-Request-ID", "Content-Type"])
     app.add_middleware(RequestObserver, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes)
-    for module in (predict, models, ops):
-        app.include_router(module.router)
+    guarded = [Depends(require_api_key)]
+    app.include_router(predict.router, dependencies=guarded)
+    app.include_router(models.router, dependencies=guarded)
+    app.include_router(ops.metrics_router, dependencies=guarded)
+    app.include_router(ops.router)
     return app
 
 

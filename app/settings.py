@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
@@ -30,3 +30,19 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1, description="most pixels in one image (decompression bombs)")
     max_sequence_digits: int = Field(64, ge=1, description="most digits in one sequence")
     max_abs_number: int = Field(10_000, ge=0, description="largest |number| for /predict/digit-sum (also capped by the model's exact range)")
+
+    api_key: SecretStr | None = Field(None, description="when set, required on predictions, /models and /metrics")
+    # NoDecode: the variable is a comma-separated list, not JSON.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="origins allowed by CORS, comma-separated; none by default")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value

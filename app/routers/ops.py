@@ -11,6 +11,8 @@ from app.errors import error_body
 from app.schemas import Error, Status
 
 router = APIRouter(tags=["operations"])
+# Metrics get their own router: behind the API key when one is set, unlike health and readiness.
+metrics_router = APIRouter(tags=["operations"])
 
 
 @router.get("/", include_in_schema=False)
@@ -33,7 +35,7 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready"})
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+@metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response,
             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
 async def metrics(metrics: MetricsDep) -> Response:
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
