@@ -1,27 +1,84 @@
-"""``python -m app``: serve ``app.main:app`` with uvicorn, host and port from the settings."""
+"""``python -m app``: serve ``app.main:app`` with uvicorn, host and port from the settings.
+
+On SIGTERM (or Ctrl-C) the service turns not ready at once (``/readyz`` and predictions answer
+503), keeps answering for ``SHUTDOWN_DRAIN_SECONDS`` so load balancers stop sending traffic,
+then stops accepting connections, lets in-flight requests finish within
+``SHUTDOWN_TIMEOUT_SECONDS``, and exits 0, as PID 1 in a container too.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
+import time
+from collections.abc import Generator
+from types import FrameType
 
 import uvicorn
 
+from app.main import Readiness, create_app
 from app.settings import Settings
+
+log = logging.getLogger("app")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server with a readiness flag that drops on the first signal, and a clean exit."""
+
+    def __init__(self, config: uvicorn.Config, readiness: Readiness, drain_seconds: float) -> None:
+        super().__init__(config)
+        self.readiness, self.drain_seconds = readiness, drain_seconds
+        self.drain_until: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.drain_until is None:
+            self.readiness.ready = False
+            self.drain_until = time.monotonic() + self.drain_seconds
+            log.info("signal %s: not ready; draining for %.1f s, then shutting down", signal.Signals(sig).name, self.drain_seconds)
+            if self.drain_seconds > 0:
+                return  # on_tick ends the drain
+        super().handle_exit(sig, frame)  # a second signal during the drain stops at once
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain_until is not None and time.monotonic() >= self.drain_until:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        """Like uvicorn's, without re-raising the signal afterwards: a service stopped on
+        purpose and drained cleanly exits 0, not by the signal."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
 
 
 def main() -> None:
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(
-        "app.main:app",
+    options = dict(
         host=settings.host,
         port=settings.port,
-        workers=settings.workers,
         log_level=settings.log_level,
         log_config=None,  # the logging configured above, for uvicorn's loggers too
         access_log=False,  # app.observability writes one structured line per request instead
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
     )
+    if settings.workers > 1:
+        # uvicorn's supervisor forwards the signal to each worker, which drains without the delay.
+        uvicorn.run("app.main:app", workers=settings.workers, **options)
+        return
+    app = create_app(settings)
+    server = DrainingServer(uvicorn.Config(app, **options), app.state.readiness, settings.shutdown_drain_seconds)
+    server.run()
 
 
 if __name__ == "__main__":

@@ -21,9 +21,9 @@ def get_metrics(request: Request) -> Metrics:
 
 
 def get_models(request: Request) -> Models:
-    """The loaded models; 503 while the service is not ready (starting or shutting down)."""
-    readiness = getattr(request.state, "readiness", None)
-    if readiness is None or not readiness.ready:
+    """The loaded models; 503 for a request that arrived while the service was not ready
+    (starting, or shutting down: see ``AdmissionStamp``)."""
+    if not getattr(request.state, "admitted", False):
         raise ApiError(503, "not_ready", "the models are not loaded yet, or the service is shutting down",
                        headers={"Retry-After": "1"})
     return request.state.models

@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import install_error_handlers
 from app.observability import Metrics, RequestObserver
@@ -44,9 +45,24 @@ Every error is JSON: `{"detail": "...", "code": "..."}`.
 
 @dataclass
 class Readiness:
-    """True once every model is loaded and warmed up; False again while shutting down."""
+    """True once every model is loaded and warmed up; False again from the shutdown signal on
+    (the server flips it, see app/__main__.py) and after the lifespan ends."""
 
     ready: bool = False
+
+
+class AdmissionStamp:
+    """Stamps each request, as it arrives, with whether the service was ready then. A request
+    that arrived before the shutdown signal is answered even if its upload is still coming in
+    when the signal lands; one that arrives after it gets a 503."""
+
+    def __init__(self, app: ASGIApp, readiness: Readiness) -> None:
+        self.app, self.readiness = app, readiness
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope.setdefault("state", {})["admitted"] = self.readiness.ready
+        await self.app(scope, receive, send)
 
 
 @asynccontextmanager
@@ -54,7 +70,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     settings: Settings = app.state.settings
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    readiness = Readiness()
+    readiness: Readiness = app.state.readiness
     try:
         loaded = await run_in_threadpool(load_models, settings.weights_dir, settings.device)
     except (CheckpointError, RuntimeError) as error:
@@ -63,7 +79,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     readiness.ready = True
     log.info("ready: %d models on %s", len(loaded.all()), loaded.device)
     try:
-        yield {"models": loaded, "readiness": readiness}
+        yield {"models": loaded}
     finally:
         readiness.ready = False
         log.info("shutting down")
@@ -79,11 +95,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         favicon_url=None,
     )
     app.state.settings = settings
+    app.state.readiness = Readiness()
     app.state.metrics = Metrics()
     install_error_handlers(app)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "X-Request-ID", "Content-Type"])
+    app.add_middleware(AdmissionStamp, readiness=app.state.readiness)
     app.add_middleware(RequestObserver, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes)
     guarded = [Depends(require_api_key)]
     app.include_router(predict.router, dependencies=guarded)

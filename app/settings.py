@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     max_sequence_digits: int = Field(64, ge=1, description="most digits in one sequence")
     max_abs_number: int = Field(10_000, ge=0, description="largest |number| for /predict/digit-sum (also capped by the model's exact range)")
 
+    shutdown_drain_seconds: float = Field(0.0, ge=0, description="after SIGTERM, keep answering (readiness 503) this long")
+    shutdown_timeout_seconds: float = Field(30.0, ge=0, description="then, the longest in-flight requests may take to finish")
+
     api_key: SecretStr | None = Field(None, description="when set, required on predictions, /models and /metrics")
     # NoDecode: the variable is a comma-separated list, not JSON.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="origins allowed by CORS, comma-separated; none by default")

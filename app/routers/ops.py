@@ -28,8 +28,7 @@ async def healthz() -> Status:
 @router.get("/readyz", response_model=Status, summary="Readiness: every model loaded and warmed up",
             responses={503: {"model": Error, "description": "starting up or shutting down"}})
 async def readyz(request: Request) -> Response:
-    readiness = getattr(request.state, "readiness", None)
-    if readiness is None or not readiness.ready:
+    if not request.app.state.readiness.ready:
         return JSONResponse(error_body("not_ready", "models not loaded, or shutting down"), status_code=503,
                             headers={"Retry-After": "1"})
     return JSONResponse({"status": "ready"})

@@ -10,44 +10,22 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.app.process import running_service
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served() -> Iterator[str]:
-    """``python -m app`` (what ``make serve`` runs) on a free port, waited for by its log line."""
-    port = _free_port()
-    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "DEVICE": "cpu", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    try:
-        seen = []
-        for line in process.stdout:  # blocks until the server says it is up, or exits
-            seen.append(line)
-            if "Uvicorn running on" in line:
-                break
-        else:
-            pytest.fail("the service exited before serving:\n" + "".join(seen))
-        assert any(" ready: 3 models on cpu" in line for line in seen), "".join(seen)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    """``python -m app`` (what ``make serve`` runs) on a free port."""
+    with running_service() as service:
+        assert any(" ready: 3 models on cpu" in line for line in service.lines), "".join(service.lines)
+        yield service.url
 
 
 def test_swagger_ui_lists_the_operations_offline(served, tmp_path):

@@ -13,7 +13,12 @@ from fastapi.testclient import TestClient
 from app import pipeline
 from app.main import create_app
 from app.settings import Settings
-from model.checkpoint import CheckpointError, load_checkpoint, read_manifest, sha256_file
+from model.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_manifest,
+    sha256_file,
+)
 from tests.app.conftest import make_client, png_part
 from tests.conftest import WEIGHTS
 from tests.imaging import digit_image
@@ -90,12 +95,13 @@ def test_docs_are_served_without_a_cdn(client):
         assert {"200", "413", "415", "422", "503"} <= set(responses)
 
 
-def test_unknown_errors_are_a_generic_500(client, mnist_test, monkeypatch, caplog):
+def test_unknown_errors_are_a_generic_500(mnist_test, monkeypatch, caplog):
     def explode(*_args, **_kwargs):
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(pipeline, "predict_digits", explode)
-    with caplog.at_level(logging.ERROR, logger="app.errors"), TestClient(client.app, raise_server_exceptions=False) as fresh:
+    app = create_app(Settings(device="cpu"))
+    with caplog.at_level(logging.ERROR, logger="app.errors"), TestClient(app, raise_server_exceptions=False) as fresh:
         response = fresh.post("/predict/digit", files=[png_part("files", digit_image(mnist_test.images[0]))])
     assert response.status_code == 500
     assert response.json() == {"code": "internal_error", "detail": "internal server error"}
