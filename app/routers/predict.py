@@ -25,6 +25,8 @@ router = APIRouter(prefix="/predict", tags=["predict"])
 IMAGE_HELP = ("PNG, JPEG, BMP, GIF (first frame), WebP or TIFF; any size; grayscale or colour; white ink on "
               "black or black ink on white")
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Error, "description": "malformed multipart body: over 1,000 parts, or a non-file field over 1 MB (`bad_request`)"},
+    401: {"model": Error, "description": "API_KEY is set and the request does not carry it (`unauthorized`)"},
     413: {"model": Error, "description": "request body or an image too large (`payload_too_large`, `image_too_large`)"},
     415: {"model": Error, "description": "a file is not an image in a supported format (`unsupported_media_type`)"},
     422: {"model": Error, "description": "missing or doubled field, empty or corrupt file, no digit found, "

@@ -6,27 +6,47 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 from tests.conftest import ROOT
 
 
-@dataclass
 class Service:
-    process: subprocess.Popen[str]
-    url: str
-    lines: list[str] = field(default_factory=list)
+    """A running ``python -m app``. Its output is drained on a thread as it comes: a pipe left
+    unread fills up (the access log writes a line per request) and would block the server."""
 
-    def read_until(self, text: str) -> str:
-        """Block until the service logs a line containing ``text`` (or fail if it exits first)."""
+    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
+        self.process, self.url = process, url
+        self.lines: list[str] = []
+        self._seen = 0
+        self._closed = False
+        self._changed = threading.Condition()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            self.lines.append(line)
-            if text in line:
-                return line
-        raise AssertionError(f"the service exited before logging {text!r}:\n" + "".join(self.lines))
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def read_until(self, text: str, timeout: float = 120) -> str:
+        """Wait for the next log line containing ``text`` (fail if the service exits first)."""
+        def found() -> int | None:
+            return next((i for i in range(self._seen, len(self.lines)) if text in self.lines[i]), None)
+
+        with self._changed:
+            self._changed.wait_for(lambda: found() is not None or self._closed, timeout=timeout)
+            index = found()
+            if index is None:
+                raise AssertionError(f"the service never logged {text!r}:\n" + "".join(self.lines))
+            self._seen = index + 1
+            return self.lines[index]
 
 
 def free_port() -> int:

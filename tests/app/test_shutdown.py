@@ -52,7 +52,7 @@ def test_sigterm_drains_and_exits_zero(mnist_test):
             release.set()
             sender.join(timeout=30)
         assert service.process.wait(timeout=30) == 0
+        service.read_until("shutting down")
     response = result["response"]
     assert response.status_code == 200, response.text
     assert response.json()["predictions"][0]["label"] == 7
-    assert any("shutting down" in line for line in service.lines)
