@@ -17,9 +17,9 @@ from types import ModuleType
 import torch
 
 from model.checkpoint import load_checkpoint
+from model.devices import select_device
 from training import digit, digit_sum, sequence
 from training.data import DATA_DIR_ENV
-from training.engine import select_device
 from training.options import RunOptions
 
 TASKS: dict[str, ModuleType] = {"digit": digit, "sequence": sequence, "digit-sum": digit_sum}

@@ -14,6 +14,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from model.architectures import DigitNet, count_parameters
 from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from model.devices import select_device
 from model.preprocess import DEFAULT_CONFIG
 from training.augment import AffineAugment
 from training.data import DigitData, flip_labels, load_split, prepare
@@ -26,7 +27,6 @@ from training.engine import (
     progress,
     provenance,
     seed_everything,
-    select_device,
     write_json,
 )
 from training.options import RunOptions

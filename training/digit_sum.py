@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from model.architectures import DigitSumNet, count_parameters
 from model.checkpoint import Checkpoint, save_checkpoint
+from model.devices import select_device
 from model.preprocess import DEFAULT_CONFIG
 from training.augment import AffineAugment
 from training.data import DigitData, flip_labels, load_split, prepare
@@ -29,7 +30,6 @@ from training.engine import (
     progress,
     provenance,
     seed_everything,
-    select_device,
     write_json,
 )
 from training.options import RunOptions

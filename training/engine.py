@@ -18,15 +18,6 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 
-def select_device(choice: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` fails loudly when there is none."""
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda asked for, but CUDA is not available")
-    return torch.device(choice)
-
-
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, numpy and torch; return a CPU generator for the run's own random draws."""
     random.seed(seed)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from model.architectures import SequenceNet, count_parameters, pad_by_lengths
 from model.checkpoint import Checkpoint, save_checkpoint
+from model.devices import select_device
 from model.preprocess import DEFAULT_CONFIG
 from training.augment import AffineAugment
 from training.data import (
@@ -37,7 +38,6 @@ from training.engine import (
     progress,
     provenance,
     seed_everything,
-    select_device,
     write_json,
 )
 from training.options import RunOptions
