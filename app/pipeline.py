@@ -48,10 +48,10 @@ def _timed(metrics: Metrics, model: str, batch: int, run: Callable[[], T]) -> T:
     return result
 
 
-def _digit_array(upload: Upload, settings: Settings) -> np.ndarray:
+def _digit_array(upload: Upload, models: Models, settings: Settings) -> np.ndarray:
     image = decode_image(upload.data, upload.label, settings.max_image_pixels)
     try:
-        return preprocess_digit(image)
+        return preprocess_digit(image, models.preprocess)
     except NoInkError as error:
         raise ApiError(422, "no_digit_found", f"{upload.label}: {error}") from None
 
@@ -59,7 +59,7 @@ def _digit_array(upload: Upload, settings: Settings) -> np.ndarray:
 def _strip_arrays(upload: Upload, models: Models, settings: Settings) -> np.ndarray:
     image: Image.Image = decode_image(upload.data, upload.label, settings.max_image_pixels)
     try:
-        arrays = preprocess_strip(image, judge=lambda candidates: inference.confidence(models, candidates))
+        arrays = preprocess_strip(image, lambda candidates: inference.confidence(models, candidates), models.preprocess)
     except NoInkError as error:
         raise ApiError(422, "no_digit_found", f"{upload.label}: {error}") from None
     if len(arrays) > settings.max_sequence_digits:
@@ -69,7 +69,7 @@ def _strip_arrays(upload: Upload, models: Models, settings: Settings) -> np.ndar
 
 
 def predict_digits(uploads: list[Upload], models: Models, settings: Settings, metrics: Metrics) -> dict[str, Any]:
-    arrays = np.stack([_digit_array(upload, settings) for upload in uploads])
+    arrays = np.stack([_digit_array(upload, models, settings) for upload in uploads])
     metrics.images.labels("/predict/digit").inc(len(arrays))
     predictions = _timed(metrics, "digit", len(arrays), lambda: inference.classify(models, arrays))
     return {"model": model_id(models.digit), "predictions": predictions}
@@ -83,7 +83,7 @@ def predict_sequence(uploads: list[Upload], strip: Upload | None, models: Models
         if len(uploads) > settings.max_sequence_digits:
             raise ApiError(422, "too_many_digits",
                            f"{len(uploads)} digit images sent; the limit is {settings.max_sequence_digits}")
-        arrays = np.stack([_digit_array(upload, settings) for upload in uploads])
+        arrays = np.stack([_digit_array(upload, models, settings) for upload in uploads])
     metrics.images.labels("/predict/sequence").inc(len(arrays))
     probability = _timed(metrics, "sequence", len(arrays), lambda: inference.contains_four(models, arrays))
     read = _timed(metrics, "digit", len(arrays), lambda: inference.classify(models, arrays))
@@ -93,7 +93,7 @@ def predict_sequence(uploads: list[Upload], strip: Upload | None, models: Models
 
 
 def predict_sum(upload: Upload, number: int, models: Models, settings: Settings, metrics: Metrics) -> dict[str, Any]:
-    array = _digit_array(upload, settings)
+    array = _digit_array(upload, models, settings)
     metrics.images.labels("/predict/digit-sum").inc()
     result = _timed(metrics, "digit_sum", 1, lambda: inference.add(models, array, number))
     return {"model": model_id(models.digit_sum), "digit": result["digit"], "probability": result["probability"],

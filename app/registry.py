@@ -9,30 +9,26 @@ from typing import Any
 
 import torch
 
-from model.checkpoint import Checkpoint, load_checkpoint
-from model.preprocess import normalise
+from model.architectures import count_parameters
+from model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from model.devices import select_device
+from model.preprocess import PreprocessConfig, normalise
 
 log = logging.getLogger("app.registry")
 
 CHECKPOINTS = {"digit": "digit.pt", "sequence": "sequence.pt", "digit_sum": "digit_sum.pt"}
 
 
-def resolve_device(choice: str) -> torch.device:
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("DEVICE=cuda but CUDA is not available")
-    return torch.device(choice)
-
-
 @dataclass(frozen=True)
 class Models:
-    """The loaded checkpoints and the device they run on."""
+    """The loaded checkpoints, the device they run on, and the preprocessing they were trained
+    with (one for all three: the sequence endpoint feeds the same arrays to two of them)."""
 
     digit: Checkpoint
     sequence: Checkpoint
     digit_sum: Checkpoint
     device: torch.device
+    preprocess: PreprocessConfig
 
     def all(self) -> dict[str, Checkpoint]:
         return {"digit": self.digit, "sequence": self.sequence, "digit_sum": self.digit_sum}
@@ -49,7 +45,7 @@ class Models:
                 "architecture": meta["architecture"],
                 "version": meta["version"],
                 "sha256": checkpoint.sha256,
-                "parameters": meta.get("parameters", sum(p.numel() for p in checkpoint.model.parameters())),
+                "parameters": count_parameters(checkpoint.model),
                 "device": str(self.device),
                 "labels": meta.get("labels", []),
                 "metrics": meta.get("metrics", {}),
@@ -67,17 +63,21 @@ def model_id(checkpoint: Checkpoint) -> str:
 @torch.inference_mode()
 def _warm_up(models: Models) -> None:
     """Run each network once so the first real request pays no lazy initialisation."""
-    images = normalise(torch.zeros(2, 28, 28).numpy()).to(models.device)
+    images = normalise(torch.zeros(2, 28, 28).numpy(), models.preprocess).to(models.device)
     models.digit.model(images)
     models.sequence.model(images, torch.tensor([2]))
     models.digit_sum.model(images, torch.tensor([1, 2], device=models.device))
 
 
 def load_models(weights_dir: Path, device_choice: str) -> Models:
-    """Verify and load every checkpoint; raises CheckpointError (naming the file) on any problem."""
-    device = resolve_device(device_choice)
+    """Verify and load every checkpoint; raises CheckpointError (naming the file) on any problem,
+    including checkpoints trained with different preprocessing."""
+    device = select_device(device_choice)
     loaded = {key: load_checkpoint(weights_dir / name, map_location=device) for key, name in CHECKPOINTS.items()}
-    models = Models(device=device, **loaded)
+    configs = {key: checkpoint.preprocess for key, checkpoint in loaded.items()}
+    if len(set(configs.values())) != 1:
+        raise CheckpointError(f"the checkpoints were trained with different preprocessing: {configs}")
+    models = Models(device=device, preprocess=configs["digit"], **loaded)
     _warm_up(models)
     for key, checkpoint in loaded.items():
         log.info("loaded %s (%s, sha256 %s) on %s", CHECKPOINTS[key], model_id(checkpoint), checkpoint.sha256[:12], device)

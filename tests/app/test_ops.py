@@ -17,6 +17,7 @@ from model.checkpoint import (
     CheckpointError,
     load_checkpoint,
     read_manifest,
+    save_checkpoint,
     sha256_file,
 )
 from tests.app.conftest import make_client, png_part
@@ -146,3 +147,18 @@ def test_refuses_to_start_on_a_bad_checkpoint(tmp_path, caplog, fault):
     expected = {"missing": "checkpoint not found", "pickle with code": "cannot load"}.get(fault, "checksum mismatch")
     assert line.startswith("refusing to start: ") and expected in line and "sequence.pt" in line
     assert not (tmp_path / "pwned").exists()
+
+
+def test_refuses_checkpoints_trained_with_different_preprocessing(tmp_path, caplog):
+    """The service preprocesses uploads with the checkpoints' own configuration, which must be one
+    (the sequence endpoint feeds the same arrays to two models)."""
+    weights = tmp_path / "weights"
+    shutil.copytree(WEIGHTS, weights)
+    odd = load_checkpoint(weights / "digit_sum.pt")
+    save_checkpoint(odd.model, {**odd.metadata, "preprocess": {**odd.metadata["preprocess"], "box": 18}}, weights / "digit_sum.pt")
+    app = create_app(Settings(weights_dir=weights, device="cpu"))
+    with caplog.at_level(logging.CRITICAL, logger="app"), pytest.raises(CheckpointError):
+        with TestClient(app):
+            pass
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert line.startswith("refusing to start: the checkpoints were trained with different preprocessing")
