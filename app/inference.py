@@ -1,7 +1,8 @@
 """The models' answers on preprocessed 28x28 arrays: no HTTP here, no decoding.
 
-Every function takes the loaded ``Models`` and numpy arrays from ``model.preprocess`` and returns
-plain values; the routes turn them into responses.
+Each ``*_batch`` function takes the payloads of several requests, runs every network involved
+once over all of them (the point of batching), and returns one plain result per payload, in
+order. The batcher calls them with many payloads, the unbatched path with one.
 """
 
 from __future__ import annotations
@@ -14,26 +15,40 @@ import torch
 from app.registry import Models
 from model.preprocess import normalise
 
+Predictions = list[dict[str, Any]]
+
 
 def _inputs(models: Models, arrays: np.ndarray) -> torch.Tensor:
     """[N, 28, 28] arrays in [0, 1] -> the normalised input tensor, on the models' device."""
-    return normalise(arrays, models.preprocess).to(models.device)
+    return normalise(arrays, models.preprocess).to(models.device, non_blocking=True)
+
+
+def _split(values: list[Any], sizes: list[int]) -> list[list[Any]]:
+    out, start = [], 0
+    for size in sizes:
+        out.append(values[start : start + size])
+        start += size
+    return out
 
 
 @torch.inference_mode()
 def _digit_probabilities(models: Models, arrays: np.ndarray) -> torch.Tensor:
     """The digit model's ten probabilities for each array, on the CPU."""
-    return models.digit.model(_inputs(models, arrays)).softmax(dim=1).float().cpu()
+    return models.nets.digit(_inputs(models, arrays)).softmax(dim=1).float().cpu()
 
 
-def classify(models: Models, arrays: np.ndarray) -> list[dict[str, Any]]:
-    """[N, 28, 28] digit arrays -> label, its probability and all ten probabilities, in order."""
-    probabilities = _digit_probabilities(models, arrays)
+def _describe(probabilities: torch.Tensor) -> Predictions:
     best, labels = probabilities.max(dim=1)
     return [
-        {"label": int(label), "probability": float(p), "probabilities": [float(v) for v in row]}
-        for label, p, row in zip(labels, best, probabilities)
+        {"label": label, "probability": p, "probabilities": row}
+        for label, p, row in zip(labels.tolist(), best.tolist(), probabilities.tolist())
     ]
+
+
+def classify_batch(models: Models, payloads: list[np.ndarray]) -> list[Predictions]:
+    """Per payload, [N, 28, 28] digit arrays -> label, its probability and all ten probabilities."""
+    probabilities = _digit_probabilities(models, np.concatenate(payloads))
+    return _split(_describe(probabilities), [len(p) for p in payloads])
 
 
 def confidence(models: Models, arrays: np.ndarray) -> np.ndarray:
@@ -43,16 +58,26 @@ def confidence(models: Models, arrays: np.ndarray) -> np.ndarray:
 
 
 @torch.inference_mode()
-def contains_four(models: Models, arrays: np.ndarray) -> float:
-    """P(the sequence of digit arrays, in order, contains a 4), from the CNN-LSTM."""
-    logit = models.sequence.model(_inputs(models, arrays), torch.tensor([len(arrays)]))
-    return float(torch.sigmoid(logit.float())[0])
+def sequence_batch(models: Models, payloads: list[np.ndarray]) -> list[tuple[float, Predictions]]:
+    """Per payload, the digit arrays of one sequence in order -> (P(it contains a 4) from the
+    CNN-LSTM, each digit as read by the digit model). Sequences of any lengths share the pass:
+    the CNN-LSTM packs them."""
+    arrays = np.concatenate(payloads)
+    lengths = [len(p) for p in payloads]
+    inputs = _inputs(models, arrays)
+    logits = models.nets.sequence(inputs, torch.tensor(lengths))
+    probabilities = torch.sigmoid(logits.float()).cpu().tolist()
+    digits = _split(_describe(models.nets.digit(inputs).softmax(dim=1).float().cpu()), lengths)
+    return list(zip(probabilities, digits))
 
 
 @torch.inference_mode()
-def add(models: Models, array: np.ndarray, number: int) -> dict[str, Any]:
-    """One digit array and an integer -> the digit read and the sum, both from DigitSumNet."""
-    logits, total = models.digit_sum.model(_inputs(models, array[None]), torch.tensor([number], device=models.device))
-    probabilities = logits.softmax(dim=1).float().cpu()[0]
-    return {"digit": int(probabilities.argmax()), "probability": float(probabilities.max()),
-            "sum": int(torch.round(total.double()).item())}
+def add_batch(models: Models, payloads: list[tuple[np.ndarray, int]]) -> list[dict[str, Any]]:
+    """Per payload, one digit array and an integer -> the digit read and the sum, from DigitSumNet."""
+    arrays = np.stack([array for array, _ in payloads])
+    numbers = torch.tensor([number for _, number in payloads], device=models.device)
+    logits, totals = models.nets.digit_sum(_inputs(models, arrays), numbers)
+    probabilities = logits.softmax(dim=1).float().cpu()
+    best, digits = probabilities.max(dim=1)
+    sums = torch.round(totals.double()).long().cpu().tolist()
+    return [{"digit": d, "probability": p, "sum": s} for d, p, s in zip(digits.tolist(), best.tolist(), sums)]

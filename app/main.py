@@ -7,20 +7,23 @@ prediction routes consult.
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.errors import install_error_handlers
+from app import tuning
+from app.engine import Engine
+from app.errors import error_body, install_error_handlers
 from app.observability import Metrics, RequestObserver
 from app.registry import load_models
 from app.routers import models, ops, predict
@@ -51,38 +54,73 @@ class Readiness:
     ready: bool = False
 
 
-class AdmissionStamp:
-    """Stamps each request, as it arrives, with whether the service was ready then. A request
-    that arrived before the shutdown signal is answered even if its upload is still coming in
-    when the signal lands; one that arrives after it gets a 503."""
+class Admission:
+    """The door of the prediction routes, before a byte of the body is read.
 
-    def __init__(self, app: ASGIApp, readiness: Readiness) -> None:
-        self.app, self.readiness = app, readiness
+    It stamps each request with its arrival time (deadlines count from it) and with whether the
+    service was ready then: a request that arrived before the shutdown signal is answered even if
+    its upload is still coming in when the signal lands; one that arrives after it gets a 503.
+    And it bounds the requests in flight: past ``max_pending`` it answers 503 with Retry-After
+    at once, so overload costs a rejected request, not unbounded latency for everyone.
+    """
+
+    def __init__(self, app: ASGIApp, readiness: Readiness, metrics: Metrics, max_pending: int) -> None:
+        self.app, self.readiness, self.metrics, self.max_pending = app, readiness, metrics, max_pending
+        self.pending = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope.setdefault("state", {})["admitted"] = self.readiness.ready
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state["admitted"], state["arrived"] = self.readiness.ready, time.monotonic()
+        if not scope["path"].startswith("/predict/"):
+            await self.app(scope, receive, send)
+            return
+        if self.pending >= self.max_pending:
+            self.metrics.rejected.labels("overloaded").inc()
+            await _reply(send, 503, error_body("overloaded", "the service is at capacity; retry shortly"),
+                         [(b"retry-after", b"1")])
+            return
+        self.pending += 1
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.pending -= 1
+            self.metrics.in_flight.dec()
+
+
+async def _reply(send: Send, status: int, body: dict[str, str], headers: list[tuple[bytes, bytes]]) -> None:
+    content = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": content})
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     settings: Settings = app.state.settings
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    threads = tuning.configure_threads(settings)
     readiness: Readiness = app.state.readiness
     try:
         loaded = await run_in_threadpool(load_models, settings.weights_dir, settings.device)
     except (CheckpointError, RuntimeError) as error:
         log.critical("refusing to start: %s", error)
         raise
+    engine = Engine(loaded, settings, app.state.metrics)
+    engine.start()
+    tuning.freeze_startup_objects()
     readiness.ready = True
-    log.info("ready: %d models on %s", len(loaded.all()), loaded.device)
+    log.info("ready: %d models on %s, %d torch threads, batching %s", len(loaded.all()), loaded.device, threads,
+             f"up to {settings.batch_max_size} images / {settings.batch_max_wait_ms} ms" if settings.batching else "off")
     try:
-        yield {"models": loaded}
+        yield {"models": loaded, "engine": engine}
     finally:
         readiness.ready = False
         log.info("shutting down")
+        await engine.stop()
+        tuning.thaw()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -101,7 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "X-Request-ID", "Content-Type"])
-    app.add_middleware(AdmissionStamp, readiness=app.state.readiness)
+    app.add_middleware(Admission, readiness=app.state.readiness, metrics=app.state.metrics,
+                       max_pending=settings.max_pending_requests)
     app.add_middleware(RequestObserver, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes)
     guarded = [Depends(require_api_key)]
     app.include_router(predict.router, dependencies=guarded)

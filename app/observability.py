@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -33,6 +33,12 @@ class Metrics:
                                    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1), registry=self.registry)
         self.batch_size = Histogram("inference_batch_size", "images per forward pass", ["model"],
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=self.registry)
+        self.batch_requests = Histogram("inference_batch_requests", "requests sharing one forward pass", ["model"],
+                                        buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry)
+        self.queue_depth = Gauge("inference_queue_depth", "images waiting for a forward pass", ["model"], registry=self.registry)
+        self.in_flight = Gauge("prediction_requests_in_flight", "prediction requests being served", registry=self.registry)
+        self.rejected = Counter("prediction_requests_rejected_total", "prediction requests answered 503 at once",
+                                ["reason"], registry=self.registry)
         self.images = Counter("images_processed_total", "images decoded and preprocessed", ["endpoint"], registry=self.registry)
 
 

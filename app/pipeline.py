@@ -1,20 +1,20 @@
 """Uploaded bytes -> response body, for each endpoint: decode, preprocess, predict, encode.
 
-These run in a worker thread (``run_in_threadpool``), so decoding, preprocessing and torch never
-block the event loop. They raise ``ApiError`` for anything wrong with the input.
+Decoding and preprocessing run in the thread pool (the ``prepare`` functions handed to the
+engine), inference on the engine's inference thread: nothing here blocks the event loop. They
+raise ``ApiError`` for anything wrong with the input.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from app import inference
+from app.engine import Engine
 from app.errors import ApiError
 from app.imaging import decode_image
 from app.observability import Metrics
@@ -34,18 +34,6 @@ class Upload:
     @property
     def label(self) -> str:
         return f"{self.field} '{self.filename}'" if self.filename else self.field
-
-
-T = TypeVar("T")
-
-
-def _timed(metrics: Metrics, model: str, batch: int, run: Callable[[], T]) -> T:
-    """Run one forward pass, recording its duration and batch size."""
-    started = time.perf_counter()
-    result = run()
-    metrics.inference.labels(model).observe(time.perf_counter() - started)
-    metrics.batch_size.labels(model).observe(batch)
-    return result
 
 
 def _digit_array(upload: Upload, models: Models, settings: Settings) -> np.ndarray:
@@ -68,33 +56,47 @@ def _strip_arrays(upload: Upload, models: Models, settings: Settings) -> np.ndar
     return arrays
 
 
-def predict_digits(uploads: list[Upload], models: Models, settings: Settings, metrics: Metrics) -> dict[str, Any]:
-    arrays = np.stack([_digit_array(upload, models, settings) for upload in uploads])
-    metrics.images.labels("/predict/digit").inc(len(arrays))
-    predictions = _timed(metrics, "digit", len(arrays), lambda: inference.classify(models, arrays))
+def _digit_arrays(uploads: list[Upload], models: Models, settings: Settings) -> np.ndarray:
+    return np.stack([_digit_array(upload, models, settings) for upload in uploads])
+
+
+async def predict_digits(uploads: list[Upload], engine: Engine, models: Models, settings: Settings,
+                         metrics: Metrics, deadline: float) -> dict[str, Any]:
+    def prepare() -> tuple[np.ndarray, int]:
+        arrays = _digit_arrays(uploads, models, settings)
+        metrics.images.labels("/predict/digit").inc(len(arrays))
+        return arrays, len(arrays)
+
+    predictions = await engine.digit.run(prepare, len(uploads), deadline)
     return {"model": model_id(models.digit), "predictions": predictions}
 
 
-def predict_sequence(uploads: list[Upload], strip: Upload | None, models: Models, settings: Settings,
-                     metrics: Metrics) -> dict[str, Any]:
-    if strip is not None:
-        arrays = _strip_arrays(strip, models, settings)
-    else:
-        if len(uploads) > settings.max_sequence_digits:
-            raise ApiError(422, "too_many_digits",
-                           f"{len(uploads)} digit images sent; the limit is {settings.max_sequence_digits}")
-        arrays = np.stack([_digit_array(upload, models, settings) for upload in uploads])
-    metrics.images.labels("/predict/sequence").inc(len(arrays))
-    probability = _timed(metrics, "sequence", len(arrays), lambda: inference.contains_four(models, arrays))
-    read = _timed(metrics, "digit", len(arrays), lambda: inference.classify(models, arrays))
+async def predict_sequence(uploads: list[Upload], strip: Upload | None, engine: Engine, models: Models,
+                           settings: Settings, metrics: Metrics, deadline: float) -> dict[str, Any]:
+    def prepare() -> tuple[np.ndarray, int]:
+        if strip is not None:
+            arrays = _strip_arrays(strip, models, settings)
+        else:
+            if len(uploads) > settings.max_sequence_digits:
+                raise ApiError(422, "too_many_digits",
+                               f"{len(uploads)} digit images sent; the limit is {settings.max_sequence_digits}")
+            arrays = _digit_arrays(uploads, models, settings)
+        metrics.images.labels("/predict/sequence").inc(len(arrays))
+        return arrays, len(arrays)
+
+    probability, read = await engine.sequence.run(prepare, max(len(uploads), 1), deadline)
     digits = [{"label": p["label"], "probability": p["probability"]} for p in read]
     return {"model": model_id(models.sequence), "contains_4": probability >= 0.5, "probability": probability,
-            "length": len(arrays), "digits": digits}
+            "length": len(digits), "digits": digits}
 
 
-def predict_sum(upload: Upload, number: int, models: Models, settings: Settings, metrics: Metrics) -> dict[str, Any]:
-    array = _digit_array(upload, models, settings)
-    metrics.images.labels("/predict/digit-sum").inc()
-    result = _timed(metrics, "digit_sum", 1, lambda: inference.add(models, array, number))
+async def predict_sum(upload: Upload, number: int, engine: Engine, models: Models, settings: Settings,
+                      metrics: Metrics, deadline: float) -> dict[str, Any]:
+    def prepare() -> tuple[tuple[np.ndarray, int], int]:
+        array = _digit_array(upload, models, settings)
+        metrics.images.labels("/predict/digit-sum").inc()
+        return (array, number), 1
+
+    result = await engine.digit_sum.run(prepare, 1, deadline)
     return {"model": model_id(models.digit_sum), "digit": result["digit"], "probability": result["probability"],
             "number": number, "sum": result["sum"]}

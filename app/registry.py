@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from model.architectures import count_parameters
 from model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from model.devices import select_device
+from model.inference import for_inference
 from model.preprocess import PreprocessConfig, normalise
 
 log = logging.getLogger("app.registry")
@@ -20,13 +22,24 @@ CHECKPOINTS = {"digit": "digit.pt", "sequence": "sequence.pt", "digit_sum": "dig
 
 
 @dataclass(frozen=True)
+class Nets:
+    """The networks in their serving form (``model.inference.for_inference``): what runs."""
+
+    digit: nn.Module
+    sequence: nn.Module
+    digit_sum: nn.Module
+
+
+@dataclass(frozen=True)
 class Models:
-    """The loaded checkpoints, the device they run on, and the preprocessing they were trained
-    with (one for all three: the sequence endpoint feeds the same arrays to two of them)."""
+    """The loaded checkpoints (identity, metadata, checksum), their networks in serving form,
+    the device those run on, and the preprocessing they were trained with (one for all three:
+    the sequence endpoint feeds the same arrays to two of them)."""
 
     digit: Checkpoint
     sequence: Checkpoint
     digit_sum: Checkpoint
+    nets: Nets
     device: torch.device
     preprocess: PreprocessConfig
 
@@ -64,9 +77,9 @@ def model_id(checkpoint: Checkpoint) -> str:
 def _warm_up(models: Models) -> None:
     """Run each network once so the first real request pays no lazy initialisation."""
     images = normalise(torch.zeros(2, 28, 28).numpy(), models.preprocess).to(models.device)
-    models.digit.model(images)
-    models.sequence.model(images, torch.tensor([2]))
-    models.digit_sum.model(images, torch.tensor([1, 2], device=models.device))
+    models.nets.digit(images)
+    models.nets.sequence(images, torch.tensor([2]))
+    models.nets.digit_sum(images, torch.tensor([1, 2], device=models.device))
 
 
 def load_models(weights_dir: Path, device_choice: str) -> Models:
@@ -77,7 +90,8 @@ def load_models(weights_dir: Path, device_choice: str) -> Models:
     configs = {key: checkpoint.preprocess for key, checkpoint in loaded.items()}
     if len(set(configs.values())) != 1:
         raise CheckpointError(f"the checkpoints were trained with different preprocessing: {configs}")
-    models = Models(device=device, preprocess=configs["digit"], **loaded)
+    nets = Nets(**{key: for_inference(checkpoint.model, device) for key, checkpoint in loaded.items()})
+    models = Models(device=device, preprocess=configs["digit"], nets=nets, **loaded)
     _warm_up(models)
     for key, checkpoint in loaded.items():
         log.info("loaded %s (%s, sha256 %s) on %s", CHECKPOINTS[key], model_id(checkpoint), checkpoint.sha256[:12], device)

@@ -19,7 +19,7 @@ _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API_K
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: <API_KEY>")
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     header: Annotated[str | None, Depends(_header)],

@@ -23,7 +23,14 @@ class Settings(BaseSettings):
     weights_dir: Path = Field(DEFAULT_WEIGHTS, description="folder with the checkpoints and their SHA256SUMS")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     workers: int = Field(1, ge=1, description="uvicorn worker processes")
-    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's choice)")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per worker (default: usable CPUs / WORKERS)")
+
+    batching: bool = Field(True, description="gather concurrent requests into shared forward passes")
+    batch_max_size: int = Field(64, ge=1, description="most images in one batched forward pass")
+    batch_max_wait_ms: float = Field(2.0, ge=0, description="longest a batch waits to fill, from its first request's arrival")
+    max_queue_images: int = Field(1024, ge=1, description="most images waiting per model; beyond it 503 with Retry-After")
+    max_pending_requests: int = Field(256, ge=1, description="most prediction requests in flight; beyond it 503 with Retry-After at once")
+    request_timeout_seconds: float = Field(10.0, gt=0, description="a prediction still waiting for its batch this long after arrival gets 503")
 
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="largest request body (413 above)")
     max_images: int = Field(256, ge=1, description="most images in one request")

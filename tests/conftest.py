@@ -41,6 +41,16 @@ def digit_checkpoint() -> Checkpoint:
     return load_checkpoint(WEIGHTS / "digit.pt")
 
 
+@pytest.fixture(scope="session")
+def sequence_checkpoint() -> Checkpoint:
+    return load_checkpoint(WEIGHTS / "sequence.pt")
+
+
+@pytest.fixture(scope="session")
+def digit_sum_checkpoint() -> Checkpoint:
+    return load_checkpoint(WEIGHTS / "digit_sum.pt")
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

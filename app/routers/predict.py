@@ -1,7 +1,7 @@
 """The prediction endpoints: multipart uploads in, JSON out.
 
-The handlers only read the form and check its shape; decoding, preprocessing and inference run
-in ``pipeline`` on a worker thread.
+The handlers only read the form and check its shape; ``pipeline`` decodes and preprocesses in
+the thread pool and hands the arrays to the engine, which batches concurrent requests.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from starlette.concurrency import run_in_threadpool
 
 from app import pipeline
-from app.deps import MetricsDep, ModelsDep, SettingsDep
+from app.deps import DeadlineDep, EngineDep, MetricsDep, ModelsDep, SettingsDep
 from app.errors import ApiError
 from app.pipeline import Upload
 from app.registry import Models
@@ -33,7 +32,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
                                          "too many images or digits, bad number (`invalid_request`, `empty_file`, "
                                          "`corrupt_image`, `no_digit_found`, `too_many_images`, `too_many_digits`, "
                                          "`invalid_number`, `number_out_of_range`)"},
-    503: {"model": Error, "description": "models not loaded yet, or shutting down (`not_ready`)"},
+    503: {"model": Error, "description": "models not loaded yet, or shutting down (`not_ready`); at capacity "
+                                         "(`overloaded`) or past the request deadline (`deadline_exceeded`). "
+                                         "Carries `Retry-After`."},
 }
 _INTEGER = re.compile(r"[+-]?[0-9]{1,12}")
 
@@ -60,11 +61,13 @@ def number_range(models: Models, settings: Settings) -> tuple[int, int]:
 async def predict_digit(
     files: Annotated[list[UploadFile], File(description=f"one image per digit, repeated; {IMAGE_HELP}")],
     models: ModelsDep,
+    engine: EngineDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    deadline: DeadlineDep,
 ) -> dict[str, Any]:
     uploads = await _read(files, "files", settings)
-    return await run_in_threadpool(pipeline.predict_digits, uploads, models, settings, metrics)
+    return await pipeline.predict_digits(uploads, engine, models, settings, metrics, deadline)
 
 
 @router.post("/sequence", response_model=SequenceResponse, responses=ERRORS,
@@ -75,8 +78,10 @@ async def predict_digit(
 async def predict_sequence(
     request: Request,
     models: ModelsDep,
+    engine: EngineDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    deadline: DeadlineDep,
     strip: Annotated[UploadFile | None, File(description=f"a row of digits; {IMAGE_HELP}")] = None,
     files: Annotated[list[UploadFile] | None, File(description="the digit images, in order")] = None,
 ) -> dict[str, Any]:
@@ -85,9 +90,9 @@ async def predict_sequence(
     if strip is not None:
         await _single(request, "strip")
         upload = Upload("strip", strip.filename or "", await strip.read())
-        return await run_in_threadpool(pipeline.predict_sequence, [], upload, models, settings, metrics)
+        return await pipeline.predict_sequence([], upload, engine, models, settings, metrics, deadline)
     uploads = await _read(files or [], "files", settings)
-    return await run_in_threadpool(pipeline.predict_sequence, uploads, None, models, settings, metrics)
+    return await pipeline.predict_sequence(uploads, None, engine, models, settings, metrics, deadline)
 
 
 @router.post("/digit-sum", response_model=SumResponse, responses=ERRORS, summary="Read a digit and add an integer to it")
@@ -96,8 +101,10 @@ async def predict_digit_sum(
     file: Annotated[UploadFile, File(description=f"one digit image; {IMAGE_HELP}")],
     number: Annotated[str, Form(description="an integer, e.g. 42 or -7", examples=["42"])],
     models: ModelsDep,
+    engine: EngineDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    deadline: DeadlineDep,
 ) -> dict[str, Any]:
     await _single(request, "file")
     await _single(request, "number")
@@ -109,4 +116,4 @@ async def predict_digit_sum(
     if not low <= value <= high:
         raise ApiError(422, "number_out_of_range", f"number must be between {low} and {high}, got {value}")
     upload = Upload("file", file.filename or "", await file.read())
-    return await run_in_threadpool(pipeline.predict_sum, upload, value, models, settings, metrics)
+    return await pipeline.predict_sum(upload, value, engine, models, settings, metrics, deadline)

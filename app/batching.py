@@ -1,0 +1,189 @@
+"""Dynamic batching: concurrent requests for one model share one forward pass.
+
+A request hands its preprocessed input to the model's ``Batcher`` and awaits the answer. The
+batcher's loop waits for the first queued job, then gathers more until the batch holds
+``max_batch`` images or ``max_wait`` has passed since that first job arrived, and runs the whole
+batch on the inference thread. While one batch runs, the next one gathers, so under load batches
+fill by themselves and an idle service adds at most ``max_wait`` to a lone request.
+
+The queue is bounded: a job that would take it past ``max_queue`` images is refused at once
+(``Overloaded``), so latency cannot grow without bound; a job whose deadline passes while it
+waits is dropped (``DeadlineExceeded``) rather than computed for a client that has given up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from prometheus_client import Gauge
+
+log = logging.getLogger("app.batching")
+
+P = TypeVar("P")
+R = TypeVar("R")
+
+
+class Overloaded(Exception):
+    """The model's queue is full: the client should retry later."""
+
+
+class DeadlineExceeded(Exception):
+    """The request's deadline passed before its batch ran."""
+
+
+@dataclass(eq=False)
+class _Job(Generic[P, R]):
+    payload: P
+    size: int
+    deadline: float
+    future: asyncio.Future[R]
+    arrived: float = field(default_factory=time.monotonic)
+
+
+class Batcher(Generic[P, R]):
+    """Gathers jobs for one model into batches and runs ``run_batch`` on them in ``executor``.
+
+    ``run_batch`` takes the payloads of a batch, in arrival order, and returns one result per
+    payload; it runs off the event loop. A result that is an exception fails only its own job
+    (one bad upload in a batch); an exception raised by ``run_batch`` fails every job of it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        run_batch: Callable[[list[P]], Sequence[R]],
+        executor: Executor,
+        *,
+        max_batch: int,
+        max_wait: float,
+        max_queue: int,
+        queue_depth: Gauge | None = None,
+    ) -> None:
+        self.name, self.run_batch, self.executor = name, run_batch, executor
+        self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait, max_queue
+        self.queue_depth = queue_depth.labels(name) if queue_depth is not None else None
+        self._jobs: deque[_Job[P, R]] = deque()
+        self._queued = 0  # images waiting, not yet in a running batch
+        self._arrival = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        """Stop gathering; jobs still queued fail with ``Overloaded`` (the service is going away)."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        while self._jobs:
+            job = self._jobs.popleft()
+            if not job.future.done():
+                job.future.set_exception(Overloaded())
+        self._set_depth(0)
+
+    async def submit(self, payload: P, size: int, deadline: float) -> R:
+        """Queue ``payload`` (``size`` images) and wait for its result until ``deadline``
+        (``time.monotonic()`` seconds). Raises ``Overloaded`` at once when the queue is full."""
+        if self._queued + size > self.max_queue and self._queued > 0:
+            raise Overloaded()
+        job: _Job[P, R] = _Job(payload, size, deadline, asyncio.get_running_loop().create_future())
+        self._jobs.append(job)
+        self._set_depth(self._queued + size)
+        self._arrival.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), max(deadline - time.monotonic(), 0))
+        except TimeoutError:
+            self._withdraw(job)
+            raise DeadlineExceeded() from None
+        except asyncio.CancelledError:  # the client went away
+            self._withdraw(job)
+            raise
+
+    def _withdraw(self, job: _Job[P, R]) -> None:
+        """Take a job its client gave up on out of the queue, so it neither holds queue space
+        nor fills a batch; if its batch is already running, the result is just dropped."""
+        job.future.cancel()
+        if job in self._jobs:
+            self._jobs.remove(job)
+            self._set_depth(self._queued - job.size)
+
+    def _set_depth(self, images: int) -> None:
+        self._queued = images
+        if self.queue_depth is not None:
+            self.queue_depth.set(images)
+
+    async def _gather(self) -> list[_Job[P, R]]:
+        """Wait for the first job, then for a full batch or ``max_wait`` after that job arrived."""
+        while not self._jobs:
+            self._arrival.clear()
+            await self._arrival.wait()
+        first = self._jobs[0]
+        while self._queued < self.max_batch:
+            remaining = first.arrived + self.max_wait - time.monotonic()
+            if remaining <= 0:
+                break
+            self._arrival.clear()
+            try:
+                await asyncio.wait_for(self._arrival.wait(), remaining)
+            except TimeoutError:
+                break
+        batch, images = [], 0
+        while self._jobs and (not batch or images + self._jobs[0].size <= self.max_batch):
+            job = self._jobs.popleft()
+            images += job.size
+            batch.append(job)
+        self._set_depth(self._queued - images)
+        now = time.monotonic()
+        live = []
+        for job in batch:
+            if job.future.done():
+                continue  # its client gave up (deadline) before the batch ran
+            if job.deadline <= now:
+                job.future.set_exception(DeadlineExceeded())
+                continue
+            live.append(job)
+        return live
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._gather()
+            if not batch:
+                continue
+            try:
+                results = await loop.run_in_executor(self.executor, self.run_batch, [job.payload for job in batch])
+            except Exception as error:  # handed to every waiting request, which reports it
+                log.exception("batch of %d jobs for %s failed", len(batch), self.name)
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+                continue
+            for job, result in zip(batch, results, strict=True):
+                if job.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    job.future.set_exception(result)
+                else:
+                    job.future.set_result(result)
+
+
+def run_unbatched(run_batch: Callable[[list[Any]], Sequence[R | BaseException]], payload: Any) -> R:
+    """One payload through a batch function on its own: the path when batching is off."""
+    result = run_batch([payload])[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result

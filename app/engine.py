@@ -1,0 +1,136 @@
+"""The models behind one interface the pipeline awaits, batched or not.
+
+For each model a ``Runner`` takes a ``prepare`` function (decode and preprocess the request's
+uploads) and returns the model's answer; neither ever runs on the event loop.
+
+With batching on, every forward pass runs on one inference thread, so passes never compete for
+the cores. For single-digit work (``/predict/digit``, ``/predict/digit-sum``) the batch also
+prepares its own requests on that thread: a digit takes ~0.15 ms to decode and preprocess, less
+than handing it to the thread pool and back costs the event loop, and fewer threads contending
+for the GIL keep the loop responsive (docs/performance.md has the measurements). Strips take
+milliseconds to segment, so ``/predict/sequence`` prepares in the thread pool and queues the
+arrays. With batching off (the benchmark's comparison), the request's own worker thread prepares
+and runs its forward pass alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Generic, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+
+from app import inference
+from app.batching import Batcher, DeadlineExceeded, Overloaded, run_unbatched
+from app.errors import ApiError
+from app.observability import Metrics
+from app.registry import Models
+from app.settings import Settings
+
+P = TypeVar("P")
+R = TypeVar("R")
+
+RETRY_AFTER = {"Retry-After": "1"}
+
+
+Prepare = Callable[[], tuple[P, int]]
+
+
+def _timed(metrics: Metrics, model: str, run: Callable[[list[Any]], Sequence[Any]], payloads: list[Any]) -> Sequence[Any]:
+    """Run one forward pass over a batch, recording its time and size (images) for ``/metrics``."""
+    started = time.perf_counter()
+    results = run(payloads)
+    metrics.inference.labels(model).observe(time.perf_counter() - started)
+    metrics.batch_size.labels(model).observe(sum(_images(p) for p in payloads))
+    metrics.batch_requests.labels(model).observe(len(payloads))
+    return results
+
+
+def _images(payload: Any) -> int:
+    return 1 if isinstance(payload, tuple) else len(payload)
+
+
+def _prepare_then_run(run_batch: Callable[[list[P]], Sequence[R]], prepares: list[Prepare[P]]) -> list[R | BaseException]:
+    """A batch of unprepared requests: prepare each (a bad upload fails only its own request,
+    with its ``ApiError``), then one forward pass over the rest."""
+    results: list[R | BaseException | None] = [None] * len(prepares)
+    payloads, positions = [], []
+    for position, prepare in enumerate(prepares):
+        try:
+            payloads.append(prepare()[0])
+            positions.append(position)
+        except ApiError as error:
+            results[position] = error
+    if payloads:
+        for position, result in zip(positions, run_batch(payloads), strict=True):
+            results[position] = result
+    return results  # type: ignore[return-value]
+
+
+class Runner(Generic[P, R]):
+    """One model: its batch function, and its batcher when batching is on.
+
+    ``prepare_in_batch``: queue the request unprepared and let the batch prepare it on the
+    inference thread (cheap single digits), rather than prepare it in the thread pool first.
+    """
+
+    def __init__(self, run_batch: Callable[[list[P]], Sequence[R]], batcher: Batcher[Any, R] | None,
+                 prepare_in_batch: bool) -> None:
+        self.run_batch, self.batcher, self.prepare_in_batch = run_batch, batcher, prepare_in_batch
+
+    async def run(self, prepare: Prepare[P], size: int, deadline: float) -> R:
+        """``prepare()`` -> (payload, images in it); then the model's result for that payload.
+        ``size`` is the number of images expected (uploads), for the queue bound.
+
+        Raises the ``ApiError`` of ``prepare``; and ``ApiError`` 503 when the model's queue is
+        full (``overloaded``) or the request's deadline passes while it waits
+        (``deadline_exceeded``), both with ``Retry-After``.
+        """
+        if self.batcher is None:
+            return await run_in_threadpool(lambda: run_unbatched(self.run_batch, prepare()[0]))
+        try:
+            if self.prepare_in_batch:
+                return await self.batcher.submit(prepare, size, deadline)
+            payload, size = await run_in_threadpool(prepare)
+            return await self.batcher.submit(payload, size, deadline)
+        except Overloaded:
+            raise ApiError(503, "overloaded", "the service is at capacity; retry shortly", headers=RETRY_AFTER) from None
+        except DeadlineExceeded:
+            raise ApiError(503, "deadline_exceeded", "the request waited longer than the service's deadline; retry shortly",
+                           headers=RETRY_AFTER) from None
+
+
+class Engine:
+    """The three runners, the inference thread they share, and their lifecycle."""
+
+    def __init__(self, models: Models, settings: Settings, metrics: Metrics) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+
+        def runner(name: str, run: Callable[[Models, list[Any]], Sequence[Any]], prepare_in_batch: bool) -> Runner[Any, Any]:
+            run_batch = functools.partial(_timed, metrics, name, functools.partial(run, models))
+            batcher = None
+            if settings.batching:
+                batch = functools.partial(_prepare_then_run, run_batch) if prepare_in_batch else run_batch
+                batcher = Batcher(name, batch, self.executor, max_batch=settings.batch_max_size,
+                                  max_wait=settings.batch_max_wait_ms / 1000, max_queue=settings.max_queue_images,
+                                  queue_depth=metrics.queue_depth)
+            return Runner(run_batch, batcher, prepare_in_batch)
+
+        self.digit: Runner[Any, inference.Predictions] = runner("digit", inference.classify_batch, True)
+        self.sequence: Runner[Any, tuple[float, inference.Predictions]] = runner("sequence", inference.sequence_batch, False)
+        self.digit_sum: Runner[Any, dict[str, Any]] = runner("digit_sum", inference.add_batch, True)
+        self.runners = (self.digit, self.sequence, self.digit_sum)
+
+    def start(self) -> None:
+        for runner in self.runners:
+            if runner.batcher is not None:
+                runner.batcher.start()
+
+    async def stop(self) -> None:
+        for runner in self.runners:
+            if runner.batcher is not None:
+                await runner.batcher.stop()
+        self.executor.shutdown(wait=True)

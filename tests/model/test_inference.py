@@ -1,0 +1,69 @@
+"""The serving form of each network gives the checkpoint's answers (model/inference.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model.checkpoint import Checkpoint
+from model.inference import ChunkedEncoder, for_inference
+from model.preprocess import normalise, preprocess_digit
+
+CPU = torch.device("cpu")
+
+
+def _inputs(split, count: int) -> torch.Tensor:
+    arrays = np.stack([preprocess_digit(split.images[i].astype(np.float32) / 255) for i in range(count)])
+    return normalise(arrays)
+
+
+def test_digit_serving_form_reads_the_test_digits_as_the_checkpoint_does(mnist_test, digit_checkpoint: Checkpoint) -> None:
+    images = _inputs(mnist_test, 1000)
+    served = for_inference(digit_checkpoint.model, CPU)
+    with torch.inference_mode():
+        expected = digit_checkpoint.model.eval()(images).softmax(1)
+        got = served(images).softmax(1)
+    assert torch.equal(got.argmax(1), expected.argmax(1))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    assert isinstance(served.encoder, ChunkedEncoder)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in served.modules()), "BatchNorm should be folded"
+
+
+def test_sequence_and_sum_serving_forms_match(mnist_test, sequence_checkpoint: Checkpoint, digit_sum_checkpoint: Checkpoint) -> None:
+    images = _inputs(mnist_test, 300)
+    lengths = torch.tensor([3, 30, 17, 250])
+    numbers = torch.arange(-150, 150)
+    with torch.inference_mode():
+        expected_logits = sequence_checkpoint.model.eval()(images, lengths)
+        got_logits = for_inference(sequence_checkpoint.model, CPU)(images, lengths)
+        expected_digits, expected_sums = digit_sum_checkpoint.model.eval()(images, numbers)
+        got_digits, got_sums = for_inference(digit_sum_checkpoint.model, CPU)(images, numbers)
+    torch.testing.assert_close(got_logits, expected_logits, atol=1e-4, rtol=0)
+    assert torch.equal(got_digits.argmax(1), expected_digits.argmax(1))
+    assert torch.equal(torch.round(got_sums), torch.round(expected_sums))
+
+
+@pytest.mark.parametrize("count", [1, 7, 128, 129, 300])
+def test_chunking_changes_nothing(mnist_test, digit_checkpoint: Checkpoint, count: int) -> None:
+    images = _inputs(mnist_test, count)
+    whole = for_inference(digit_checkpoint.model, CPU, chunk=10_000)
+    chunked = for_inference(digit_checkpoint.model, CPU, chunk=128)
+    with torch.inference_mode():
+        torch.testing.assert_close(chunked(images), whole(images), atol=1e-5, rtol=0)
+
+
+def test_the_checkpoint_module_is_left_untouched(digit_checkpoint: Checkpoint) -> None:
+    before = {k: v.clone() for k, v in digit_checkpoint.model.state_dict().items()}
+    for_inference(digit_checkpoint.model, CPU)
+    after = digit_checkpoint.model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_usable_cpus_is_within_the_affinity_mask() -> None:
+    import os
+
+    from model.devices import usable_cpus
+
+    assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))
