@@ -105,9 +105,9 @@ def test_overload_is_refused_at_once_then_deadline_then_normal_service(mnist_tes
             status, body, headers = future.result(timeout=30)
             assert (status, body, headers["retry-after"]) == (503, DEADLINE, "1")
         assert _metric(client, "inference_batch_requests_count", '{model="digit"}') == 0, "expired work must not run"
+        assert _metric(client, "inference_queue_depth", '{model="digit"}') == 0, "expired work must leave the queue"
 
         # and right after, the service answers normally: one request of three digits fills a batch
-        # (the expired requests left the queue; had they stayed, they would have filled it instead)
         response = client.post("/predict/digit", files=[png_part("files", image)] * 3)
         assert response.status_code == 200
         assert [p["label"] for p in response.json()["predictions"]] == [mnist_test.labels[known[0]]] * 3
