@@ -29,6 +29,7 @@ from app.errors import ApiError
 from app.observability import Metrics
 from app.registry import Models
 from app.settings import Settings
+from app.tuning import ThreadPlan
 
 P = TypeVar("P")
 R = TypeVar("R")
@@ -39,12 +40,16 @@ RETRY_AFTER = {"Retry-After": "1"}
 Prepare = Callable[[], tuple[P, int]]
 
 
-def _timed(metrics: Metrics, model: str, run: Callable[[list[Any]], Sequence[Any]], payloads: list[Any]) -> Sequence[Any]:
-    """Run one forward pass over a batch, recording its time and size (images) for ``/metrics``."""
+def _timed(metrics: Metrics, threads: ThreadPlan, model: str, run: Callable[[list[Any]], Sequence[Any]],
+           payloads: list[Any]) -> Sequence[Any]:
+    """Run one forward pass over a batch with the threads its size calls for, recording its time
+    and size (images) for ``/metrics``."""
+    images = sum(_images(p) for p in payloads)
+    threads.apply(images)
     started = time.perf_counter()
     results = run(payloads)
     metrics.inference.labels(model).observe(time.perf_counter() - started)
-    metrics.batch_size.labels(model).observe(sum(_images(p) for p in payloads))
+    metrics.batch_size.labels(model).observe(images)
     metrics.batch_requests.labels(model).observe(len(payloads))
     return results
 
@@ -108,9 +113,10 @@ class Engine:
 
     def __init__(self, models: Models, settings: Settings, metrics: Metrics) -> None:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.threads = ThreadPlan(settings)
 
         def runner(name: str, run: Callable[[Models, list[Any]], Sequence[Any]], prepare_in_batch: bool) -> Runner[Any, Any]:
-            run_batch = functools.partial(_timed, metrics, name, functools.partial(run, models))
+            run_batch = functools.partial(_timed, metrics, self.threads, name, functools.partial(run, models))
             batcher = None
             if settings.batching:
                 batch = functools.partial(_prepare_then_run, run_batch) if prepare_in_batch else run_batch

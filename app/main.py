@@ -101,7 +101,6 @@ async def _reply(send: Send, status: int, body: dict[str, str], headers: list[tu
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     settings: Settings = app.state.settings
-    threads = tuning.configure_threads(settings)
     readiness: Readiness = app.state.readiness
     try:
         loaded = await run_in_threadpool(load_models, settings.weights_dir, settings.device)
@@ -112,7 +111,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     engine.start()
     tuning.freeze_startup_objects()
     readiness.ready = True
-    log.info("ready: %d models on %s, %d torch threads, batching %s", len(loaded.all()), loaded.device, threads,
+    log.info("ready: %d models on %s, torch threads %d (%d for batches of %d+ images), batching %s", len(loaded.all()),
+             loaded.device, engine.threads.small, engine.threads.large, tuning.LARGE_BATCH,
              f"up to {settings.batch_max_size} images / {settings.batch_max_wait_ms} ms" if settings.batching else "off")
     try:
         yield {"models": loaded, "engine": engine}
