@@ -19,6 +19,12 @@ from model.preprocess import PreprocessConfig, normalise
 log = logging.getLogger("app.registry")
 
 CHECKPOINTS = {"digit": "digit.pt", "sequence": "sequence.pt", "digit_sum": "digit_sum.pt"}
+# Each model's study reports, as paths in the repository (``python -m training study ...`` writes them).
+REPORTS = {
+    "digit": ["docs/studies/error-gallery.md", "docs/studies/calibration.md"],
+    "sequence": [],
+    "digit_sum": [],
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class Models:
                 "metrics": meta.get("metrics", {}),
                 "created": meta.get("created", ""),
                 "file": CHECKPOINTS[key],
+                "reports": REPORTS[key],
             })
         return out
 

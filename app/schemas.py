@@ -73,6 +73,7 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any]
     created: str
     file: str
+    reports: list[str] = Field(description="the model's study reports, as paths in the repository (docs/studies/)")
 
 
 class ModelsResponse(BaseModel):

@@ -4,6 +4,7 @@
     python -m training train sequence  --data-dir ../shared/data/mnist --init-from weights/digit.pt
     python -m training train digit-sum --data-dir ../shared/data/mnist --init-from weights/digit.pt
     python -m training evaluate weights/digit.pt --data-dir ../shared/data/mnist
+    python -m training study error-gallery --data-dir ../shared/data/mnist   # writes docs/studies/
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from model.devices import select_device
 from training import digit, digit_sum, sequence
 from training.data import DATA_DIR_ENV
 from training.options import RunOptions
+from training.studies import STUDIES, StudyOptions
 
 TASKS: dict[str, ModuleType] = {"digit": digit, "sequence": sequence, "digit-sum": digit_sum}
 # Which task module evaluates a checkpoint, by the architecture it names.
@@ -57,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="recompute a checkpoint's test metrics")
     evaluate.add_argument("checkpoint", type=Path)
     common(evaluate)
+
+    study = commands.add_parser("study", help="run one of the studies; writes a Markdown report and figures")
+    study.add_argument("name", choices=sorted(STUDIES))
+    common(study)
+    study.add_argument("--checkpoint", type=Path, default=StudyOptions.checkpoint, help="the digit checkpoint studied")
+    study.add_argument("--out", type=Path, default=StudyOptions.out, help="folder for the report and its figures")
+    study.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -84,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = load_checkpoint(path)
         print(json.dumps({"checkpoint": str(path), "sha256": checkpoint.sha256, "metrics": checkpoint.metadata["metrics"],
                           "train_seconds": checkpoint.metadata["train_seconds"]}, indent=2))
+        return 0
+
+    if args.command == "study":
+        report = STUDIES[args.name](StudyOptions(data_dir=args.data_dir, out=args.out, checkpoint=args.checkpoint,
+                                                 device=args.device, seed=args.seed))
+        print(f"wrote {report}")
         return 0
 
     device = select_device(args.device)

@@ -21,7 +21,7 @@ from model.checkpoint import (
     sha256_file,
 )
 from tests.app.conftest import make_client, png_part
-from tests.conftest import WEIGHTS
+from tests.conftest import ROOT, WEIGHTS
 from tests.imaging import digit_image
 
 
@@ -53,6 +53,9 @@ def test_models_lists_what_is_loaded(client):
         assert info["device"] == "cpu"
         assert info["metrics"] == checkpoint.metadata["metrics"]
         assert info["architecture"] == checkpoint.metadata["architecture"]
+    reports = {m["name"]: m["reports"] for m in body["models"]}
+    assert reports == {"digit": ["docs/studies/error-gallery.md", "docs/studies/calibration.md"], "sequence": [], "digit_sum": []}
+    assert all((ROOT / path).is_file() for paths in reports.values() for path in paths)
 
 
 def test_metrics_count_requests_by_endpoint_and_status(client, mnist_test):

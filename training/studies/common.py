@@ -1,0 +1,53 @@
+"""What every study shares: its options and the digit model's test-split logits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from model.checkpoint import Checkpoint, load_checkpoint
+from model.devices import select_device
+from training.data import DigitData, Split, load_split
+from training.engine import progress
+
+REPORTS = Path("docs/studies")
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    data_dir: str | None = None
+    out: Path = REPORTS
+    checkpoint: Path = Path("weights/digit.pt")
+    device: str = "auto"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TestLogits:
+    """The checkpoint's calibrated logits on every MNIST test image, with the raw images."""
+
+    checkpoint: Checkpoint
+    split: Split
+    logits: torch.Tensor
+    labels: torch.Tensor
+
+
+@torch.inference_mode()
+def test_logits(options: StudyOptions, batch_size: int = 500) -> TestLogits:
+    device = select_device(options.device)
+    checkpoint = load_checkpoint(options.checkpoint, map_location=device)
+    split = load_split("test", options.data_dir)
+    data = DigitData.from_split(split)
+    model = checkpoint.model.eval()
+    starts = range(0, len(data.inputs), batch_size)
+    logits = torch.cat([model(data.inputs[i : i + batch_size].to(device)).float().cpu()
+                        for i in progress(starts, len(starts), "test split")])
+    return TestLogits(checkpoint, split, logits, data.labels)
+
+
+def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
