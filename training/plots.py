@@ -12,6 +12,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def save_figure(fig: plt.Figure, path: Path) -> None:
+    """Lay out, write as PNG (creating the folder) and free a finished figure."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_curves(epochs: Sequence[dict[str, float]], path: Path, title: str) -> None:
     """Loss and accuracy per epoch, train against validation, side by side."""
     x = [e["epoch"] for e in epochs]
@@ -30,10 +38,7 @@ def plot_curves(epochs: Sequence[dict[str, float]], path: Path, title: str) -> N
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_confusion(matrix: np.ndarray, labels: Sequence[str], path: Path, title: str) -> None:
@@ -52,10 +57,7 @@ def plot_confusion(matrix: np.ndarray, labels: Sequence[str], path: Path, title:
                 ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
                         color="white" if shown[i, j] > threshold else "black")
     fig.colorbar(image, ax=ax, label="log10(count + 1)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import torch
+import torch.nn.functional as F
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from training.engine import expected_calibration_error  # noqa: E402
-from training.studies.common import StudyOptions, markdown_table, test_logits  # noqa: E402
+from training.engine import expected_calibration_error
+from training.plots import plt, save_figure  # pyplot with the headless backend plots.py selects
+from training.studies.common import StudyOptions, markdown_table, test_logits
 
 BINS = 15
 
@@ -53,10 +50,7 @@ def plot_reliability(panels: dict[str, list[tuple[float, float, float, int]]], e
         bottom.bar(lows, [r[3] for r in filled], width=width, align="edge", edgecolor="black")
         bottom.set(yscale="log", xlabel="confidence", ylabel="test digits (log)")
     fig.suptitle("Digit model reliability on the MNIST test split (15 confidence bins)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run(options: StudyOptions) -> Path:

@@ -9,13 +9,10 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from training.studies.common import StudyOptions, markdown_table, test_logits  # noqa: E402
+from training.plots import plt, save_figure  # pyplot with the headless backend plots.py selects
+from training.studies.common import StudyOptions, markdown_table, test_logits
 
 
 def plot_gallery(images: np.ndarray, titles: list[str], path: Path, columns: int = 10) -> None:
@@ -27,10 +24,7 @@ def plot_gallery(images: np.ndarray, titles: list[str], path: Path, columns: int
         ax.imshow(image, cmap="gray", vmin=0, vmax=255)
         ax.set_title(title, fontsize=8)
     fig.suptitle("Digit model errors on the MNIST test split (true -> predicted, confidence)", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run(options: StudyOptions) -> Path:
