@@ -17,15 +17,19 @@ def select_device(choice: str = "auto") -> torch.device:
     return torch.device(choice)
 
 
-def usable_cpus() -> int:
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def usable_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (a
-    container's ``--cpus``), at least 1. ``os.cpu_count()`` sees the host's and oversubscribes."""
+    container's ``--cpus``; ``cpu_max`` holds "<quota> <period>" or "max <period>"), at least 1.
+    ``os.cpu_count()`` sees the host's and oversubscribes."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        quota, period = cpu_max.read_text().split()[:2]
         if quota != "max":
             cpus = min(cpus, max(1, int(int(quota) / int(period))))
     except (OSError, ValueError):

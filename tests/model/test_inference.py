@@ -61,9 +61,17 @@ def test_the_checkpoint_module_is_left_untouched(digit_checkpoint: Checkpoint) -
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_usable_cpus_is_within_the_affinity_mask() -> None:
+def test_usable_cpus_follows_the_affinity_mask_and_the_cgroup_quota(tmp_path) -> None:
     import os
 
     from model.devices import usable_cpus
 
-    assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))
+    affinity = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("max 100000\n")  # no quota
+    assert usable_cpus(cpu_max) == affinity
+    cpu_max.write_text("50000 100000\n")  # --cpus 0.5: still one thread
+    assert usable_cpus(cpu_max) == 1
+    cpu_max.write_text(f"{100000 * (affinity + 3)} 100000\n")  # a quota above the mask: the mask wins
+    assert usable_cpus(cpu_max) == affinity
+    assert usable_cpus(tmp_path / "absent") == affinity  # cgroup v1 or no cgroup file
