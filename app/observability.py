@@ -114,6 +114,7 @@ class RequestObserver:
         labels = (scope["method"], endpoint, str(status))
         self.metrics.requests.labels(*labels).inc()
         self.metrics.latency.labels(*labels).observe(duration)
-        fields: dict[str, Any] = {"event": "request", "method": scope["method"], "path": scope["path"], "status": status,
-                                  "duration_ms": round(duration * 1000, 2), "request_id": request_id}
-        log.info(json.dumps(fields))
+        if log.isEnabledFor(logging.INFO):  # LOG_LEVEL=warning skips the line and its formatting
+            fields: dict[str, Any] = {"event": "request", "method": scope["method"], "path": scope["path"], "status": status,
+                                      "duration_ms": round(duration * 1000, 2), "request_id": request_id}
+            log.info(json.dumps(fields))
