@@ -113,3 +113,21 @@ def test_overload_is_refused_at_once_then_deadline_then_normal_service(mnist_tes
         assert [p["label"] for p in response.json()["predictions"]] == [mnist_test.labels[known[0]]] * 3
         assert _metric(client, "inference_batch_size_sum", '{model="digit"}') == 3
         assert _metric(client, "inference_queue_depth", '{model="digit"}') == 0
+
+
+def test_sequences_of_different_lengths_share_a_pass_and_keep_their_answers(mnist_test, known):
+    short = [png_part("files", digit_image(mnist_test.images[i])) for i in known[:3]]
+    long = [png_part("files", digit_image(mnist_test.images[i], black_on_white=True)) for i in known[2:7]]
+    with make_client(batching=False) as alone:
+        expected = [alone.post("/predict/sequence", files=files).json() for files in (short, long)]
+    # 3 + 5 digits fill a batch of 8: both sequences go through the CNN-LSTM in one packed pass
+    with make_client(batch_max_size=8, batch_max_wait_ms=MINUTE_MS) as client, ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(lambda files: client.post("/predict/sequence", files=files), (short, long)))
+        assert _metric(client, "inference_batch_requests_sum", '{model="sequence"}') == 2
+        assert _metric(client, "inference_batch_requests_count", '{model="sequence"}') == 1
+    assert [r.status_code for r in responses] == [200, 200]
+    for got, want in zip((r.json() for r in responses), expected):
+        # equal up to float rounding: a packed batch sums in another order than a lone sequence
+        assert {k: v for k, v in got.items() if k != "probability"} == {k: v for k, v in want.items() if k != "probability"}
+        assert got["probability"] == pytest.approx(want["probability"], rel=1e-5, abs=1e-7)
+    assert [d["label"] for d in expected[1]["digits"]] == [int(mnist_test.labels[i]) for i in known[2:7]]
