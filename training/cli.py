@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--label-noise", type=float, default=0.0, metavar="RATE", help="flip this share of training labels")
+    train.add_argument("--loss", choices=["bce", "gce"], default="bce",
+                       help="sequence model: cross-entropy, or generalized cross-entropy (robust to label noise)")
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float, help="peak learning rate")
     train.add_argument("--val-size", type=int, default=5000, help="training images held out for validation")
@@ -66,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument("--checkpoint", type=Path, default=StudyOptions.checkpoint, help="the digit checkpoint studied")
     study.add_argument("--out", type=Path, default=StudyOptions.out, help="folder for the report and its figures")
     study.add_argument("--seed", type=int, default=0)
+    study.add_argument("--epochs", type=int, default=3, help="label-noise: epochs per training run")
+    study.add_argument("--limit", type=int, help="label-noise: train on only this many images (smoke runs)")
     return parser
 
 
@@ -82,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             device=args.device,
             label_noise=args.label_noise,
+            loss=args.loss,
             batch_size=args.batch_size or int(defaults["batch_size"]),
             lr=args.lr or float(defaults["lr"]),
             val_size=args.val_size,
@@ -97,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "study":
         report = STUDIES[args.name](StudyOptions(data_dir=args.data_dir, out=args.out, checkpoint=args.checkpoint,
-                                                 device=args.device, seed=args.seed))
+                                                 device=args.device, seed=args.seed, epochs=args.epochs, limit=args.limit))
         print(f"wrote {report}")
         return 0
 

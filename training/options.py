@@ -15,6 +15,7 @@ class RunOptions:
     seed: int = 0
     device: str = "auto"
     label_noise: float = 0.0
+    loss: str = "bce"  # sequence model: "bce", or "gce" (generalized cross-entropy, robust to label noise)
     batch_size: int = 128
     lr: float = 0.05
     val_size: int = 5000

@@ -86,6 +86,20 @@ def read_sequences(model: SequenceNet, embeddings: torch.Tensor, sequences: Sequ
     return torch.cat(probabilities)
 
 
+GCE_Q = 0.7  # Zhang & Sabuncu (2018): q -> 0 is cross-entropy, q = 1 the noise-tolerant MAE
+
+
+def sequence_loss(name: str, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy, or generalized cross-entropy (1 - p_target^q) / q, which bounds the
+    loss of a confidently "wrong" label, so flipped labels pull less than under cross-entropy."""
+    if name == "bce":
+        return F.binary_cross_entropy_with_logits(logits, targets)
+    if name == "gce":
+        p_target = torch.where(targets > 0.5, torch.sigmoid(logits), torch.sigmoid(-logits))
+        return ((1 - p_target.clamp_min(1e-7) ** GCE_Q) / GCE_Q).mean()
+    raise ValueError(f"unknown loss {name!r}: use 'bce' or 'gce'")
+
+
 def sequence_metrics(probabilities: torch.Tensor, labels: np.ndarray) -> dict[str, Any]:
     predicted = (probabilities >= 0.5).long().numpy()
     accuracy = float((predicted == labels).mean())
@@ -120,6 +134,7 @@ def train(options: RunOptions) -> Path:
     fit_digits, val_digits = fit.labels.numpy(), val.labels.numpy()
     train_count = min(TRAIN_SEQUENCES, 4 * len(fit_digits))
     val_sequences = sample_sequences(val_digits, min(VAL_SEQUENCES, 4 * len(val_digits)), seed=options.seed + 1)
+    val_noisy = torch.as_tensor(flip_labels(val_sequences.labels, options.label_noise, 2, options.seed + 2)).float()
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=options.lr, weight_decay=1e-4)
@@ -142,7 +157,7 @@ def train(options: RunOptions) -> Path:
             flat = fit_views[views.to(device), torch.as_tensor(digits, device=device)]
             logits = model.read(pad_by_lengths(flat, lengths), lengths)
             targets = targets_all[index].to(device)
-            loss = F.binary_cross_entropy_with_logits(logits, targets)
+            loss = sequence_loss(options.loss, logits, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -155,16 +170,23 @@ def train(options: RunOptions) -> Path:
         val_targets = torch.as_tensor(val_sequences.labels).float()
         val_acc = float(((val_prob >= 0.5).float() == val_targets).float().mean())
         val_loss = float(F.binary_cross_entropy(val_prob.clamp(1e-7, 1 - 1e-7), val_targets))
-        history.add(epoch=epoch, train_loss=loss_sum / seen, train_acc=correct / seen, val_loss=val_loss, val_acc=val_acc)
-        if val_acc >= best[0]:
-            best = (val_acc, copy.deepcopy(model.state_dict()))
+        record = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen, "val_loss": val_loss, "val_acc": val_acc}
+        # With noisy training labels the validation labels are as noisy (a user has no clean ones):
+        # the checkpoint is chosen on them, while the clean accuracy is recorded for the curves.
+        chosen_on = val_acc
+        if options.label_noise > 0:
+            chosen_on = float(((val_prob >= 0.5).float() == val_noisy).float().mean())
+            record["val_acc_noisy"] = chosen_on
+        history.add(**record)
+        if chosen_on >= best[0]:
+            best = (chosen_on, copy.deepcopy(model.state_dict()))
 
     model.load_state_dict(best[1])
     test = DigitData.from_split(data.test)
     sequences = test_sequences(data.test.labels)
     metrics = sequence_metrics(read_sequences(model, embed(model.encoder, test.inputs, device)[0], sequences), sequences.labels)
     confusion = np.array(metrics.pop("confusion"))
-    metrics["val_accuracy"] = best[0]
+    metrics["val_accuracy" if options.label_noise == 0 else "val_accuracy_noisy"] = best[0]
 
     metadata = {
         "name": "sequence",

@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from training.studies import calibration, error_gallery
+from training.studies import calibration, error_gallery, label_noise
 from training.studies.common import StudyOptions
 
 STUDIES: dict[str, Callable[[StudyOptions], Path]] = {
     "error-gallery": error_gallery.run,
     "calibration": calibration.run,
+    "label-noise": label_noise.run,
 }
 
 __all__ = ["STUDIES", "StudyOptions"]

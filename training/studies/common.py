@@ -22,6 +22,8 @@ class StudyOptions:
     checkpoint: Path = Path("weights/digit.pt")
     device: str = "auto"
     seed: int = 0
+    epochs: int = 3  # training runs of a study (label-noise)
+    limit: int | None = None  # train on only this many images (smoke runs)
 
 
 @dataclass(frozen=True)
