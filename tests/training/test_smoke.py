@@ -46,3 +46,16 @@ def test_one_batch_from_a_digit_encoder(task, architecture, confusion, smoke_dig
     assert main(args) == 0
     checkpoint = _check_run(out, architecture, confusion=confusion)
     assert checkpoint.metadata["hyperparameters"]["label_noise"] == 0.2
+
+
+def test_sequence_with_the_robust_loss_chooses_on_noisy_validation(smoke_digit, mnist_dir, tmp_path):
+    out = tmp_path / "sequence-gce.pt"
+    args = ["train", "sequence", "--data-dir", str(mnist_dir), "--device", "cpu", "--limit", "64", "--epochs", "2",
+            "--batch-size", "64", "--val-size", "64", "--init-from", str(smoke_digit), "--out", str(out),
+            "--label-noise", "0.4", "--loss", "gce"]
+    assert main(args) == 0
+    checkpoint = _check_run(out, "SequenceNet", epochs=2)
+    assert checkpoint.metadata["hyperparameters"]["loss"] == "gce"
+    history = checkpoint.metadata["history"]
+    assert all("val_acc_noisy" in epoch and "val_acc" in epoch for epoch in history)
+    assert checkpoint.metadata["metrics"]["val_accuracy_noisy"] == max(epoch["val_acc_noisy"] for epoch in history)

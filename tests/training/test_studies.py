@@ -39,3 +39,19 @@ def test_calibration_reproduces_the_recorded_ece(mnist_dir, digit_checkpoint, tm
     assert len(bins) == 15 and sum(int(n) for n in bins) == 10_000
     with Image.open(tmp_path / "calibration.png") as figure:
         assert figure.format == "PNG"
+
+
+def test_generalized_cross_entropy_bounds_what_a_flipped_label_costs():
+    import torch
+
+    from training.sequence import GCE_Q, sequence_loss
+
+    targets = torch.tensor([1.0])
+    confident_right, confident_wrong = torch.tensor([8.0], requires_grad=True), torch.tensor([-8.0], requires_grad=True)
+    assert sequence_loss("gce", confident_right, targets) < 1e-3
+    wrong_gce, wrong_bce = sequence_loss("gce", confident_wrong, targets), sequence_loss("bce", confident_wrong, targets)
+    assert float(wrong_gce) <= 1 / GCE_Q and float(wrong_bce) > 7.9  # cross-entropy grows without bound
+    (gce_grad,) = torch.autograd.grad(wrong_gce, confident_wrong)
+    (bce_grad,) = torch.autograd.grad(sequence_loss("bce", confident_wrong, targets), confident_wrong)
+    assert abs(float(gce_grad)) < 0.01 * abs(float(bce_grad))  # a likely-flipped label barely pulls
+    assert torch.isclose(sequence_loss("gce", torch.tensor([0.0]), targets), torch.tensor((1 - 0.5 ** GCE_Q) / GCE_Q))
