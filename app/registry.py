@@ -22,7 +22,7 @@ CHECKPOINTS = {"digit": "digit.pt", "sequence": "sequence.pt", "digit_sum": "dig
 # Each model's study reports, as paths in the repository (``python -m training study ...`` writes them).
 REPORTS = {
     "digit": ["docs/studies/error-gallery.md", "docs/studies/calibration.md"],
-    "sequence": [],
+    "sequence": ["docs/studies/label-noise.md"],
     "digit_sum": [],
 }
 

@@ -54,7 +54,7 @@ def test_models_lists_what_is_loaded(client):
         assert info["metrics"] == checkpoint.metadata["metrics"]
         assert info["architecture"] == checkpoint.metadata["architecture"]
     reports = {m["name"]: m["reports"] for m in body["models"]}
-    assert reports == {"digit": ["docs/studies/error-gallery.md", "docs/studies/calibration.md"], "sequence": [], "digit_sum": []}
+    assert reports == {"digit": ["docs/studies/error-gallery.md", "docs/studies/calibration.md"], "sequence": ["docs/studies/label-noise.md"], "digit_sum": []}
     assert all((ROOT / path).is_file() for paths in reports.values() for path in paths)
 
 

@@ -14,6 +14,7 @@ labels alone; on these 2 CPUs that is out of reach for six runs.)
 
 from __future__ import annotations
 
+import math
 import tempfile
 from pathlib import Path
 
@@ -26,6 +27,22 @@ from training.studies.common import StudyOptions, markdown_table
 RATES = (0.0, 0.2, 0.4)
 LOSSES = {"bce": "cross-entropy", "gce": f"generalized cross-entropy (q = {sequence.GCE_Q})"}
 TARGET = 0.988
+
+
+def reading(runs: dict[tuple[float, str], dict]) -> str:
+    """What the table says at the hardest rate, with its uncertainty, and why noise costs so
+    little in this setup."""
+    plain, robust = (runs[(max(RATES), loss)]["test_accuracy"] for loss in LOSSES)
+    error = math.sqrt(plain * (1 - plain) / 10_000)
+    return (f"At {max(RATES):.0%} flipped, cross-entropy reached {100 * plain:.2f}% and generalized cross-entropy "
+            f"{100 * robust:.2f}% on the clean test sequences ({100 * (robust - plain):+.2f} points); with 10,000 test "
+            f"sequences one standard error is about {100 * error:.2f} points. Noise costs little here, for two "
+            "reasons that belong to this setup rather than to either loss: the digit encoder learnt from clean digit "
+            "labels and stays frozen, so only the LSTM and its head see the noisy labels; and every epoch draws new "
+            "sequences with new flips, so no flipped label is seen twice to be memorised, and with symmetric flips "
+            "below 50% the likeliest label of every sequence is still its true one. The original study's setting, "
+            "where the CNN too learns from the noisy sequence labels, is where a robust loss is expected to matter; "
+            "it is not measured here.")
 
 
 def run(options: StudyOptions) -> Path:
@@ -50,7 +67,7 @@ def run(options: StudyOptions) -> Path:
             history = runs[(rate, loss)]["history"]
             ax.plot([h["epoch"] for h in history], [100 * h["val_acc"] for h in history], "-o", label=f"{rate:.0%} flipped")
         ax.axhline(100 * TARGET, color="gray", linestyle="--", linewidth=1, label=f"target {100 * TARGET:.1f}%")
-        ax.set(title=title, xlabel="epoch", ylabel="clean validation accuracy (%)")
+        ax.set(title=title, xlabel="epoch", ylabel="clean validation accuracy (%)", xticks=range(1, options.epochs + 1))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle("Sequence model (contains a 4?) trained on flipped labels")
@@ -75,6 +92,8 @@ AdamW, one-cycle learning rate peaking at 2e-3; the shipped model had 8 epochs a
 {markdown_table(["labels flipped"] + list(LOSSES.values()), rows)}
 
 Target at 40% flipped: {100 * TARGET:.1f}% (the original study's CNN-LSTM reached 98.8% with clean labels).
+
+{reading(runs)}
 
 ![clean validation accuracy by epoch]({figure.name})
 
