@@ -1,5 +1,5 @@
-"""Dependencies the routes declare with ``Annotated``: settings, loaded models, the engine that
-runs them, metrics, and the request's deadline.
+"""Dependencies the routes declare with ``Annotated``: settings, loaded models, metrics, and for
+predictions all of those with the engine and the request's deadline (``Serving``).
 
 All are ``async def``: they only read state, and FastAPI runs a plain ``def`` dependency in the
 thread pool, a round trip per dependency per request that cost more than the whole forward pass.
@@ -7,6 +7,7 @@ thread pool, a round trip per dependency per request that cost more than the who
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -35,19 +36,27 @@ async def get_models(request: Request) -> Models:
     return request.state.models
 
 
-async def get_engine(request: Request, _: Annotated[Models, Depends(get_models)]) -> Engine:
-    """The engine (batchers and inference thread); only for requests admitted while ready."""
-    return request.state.engine
+@dataclass(frozen=True)
+class Serving:
+    """Everything a prediction needs, as one dependency: the loaded models, the engine that runs
+    them, the settings, the metrics, and when this request stops being worth answering (its
+    arrival, as stamped by ``Admission``, plus REQUEST_TIMEOUT_SECONDS, in ``time.monotonic()``)."""
+
+    models: Models
+    engine: Engine
+    settings: Settings
+    metrics: Metrics
+    deadline: float
 
 
-async def get_deadline(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> float:
-    """When this request stops being worth answering (``time.monotonic()``): its arrival, as
-    stamped by ``Admission``, plus REQUEST_TIMEOUT_SECONDS."""
-    return request.state.arrived + settings.request_timeout_seconds
+async def get_serving(request: Request, models: Annotated[Models, Depends(get_models)],
+                      settings: Annotated[Settings, Depends(get_settings)],
+                      metrics: Annotated[Metrics, Depends(get_metrics)]) -> Serving:
+    """Only for requests admitted while ready (``get_models`` answers 503 otherwise)."""
+    return Serving(models, request.state.engine, settings, metrics, request.state.arrived + settings.request_timeout_seconds)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ModelsDep = Annotated[Models, Depends(get_models)]
-EngineDep = Annotated[Engine, Depends(get_engine)]
-DeadlineDep = Annotated[float, Depends(get_deadline)]
+ServingDep = Annotated[Serving, Depends(get_serving)]

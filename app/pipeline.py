@@ -14,10 +14,9 @@ import numpy as np
 from PIL import Image
 
 from app import inference
-from app.engine import Engine
+from app.deps import Serving
 from app.errors import ApiError
 from app.imaging import decode_image
-from app.observability import Metrics
 from app.registry import Models, model_id
 from app.settings import Settings
 from model.preprocess import NoInkError, preprocess_digit, preprocess_strip
@@ -60,19 +59,21 @@ def _digit_arrays(uploads: list[Upload], models: Models, settings: Settings) -> 
     return np.stack([_digit_array(upload, models, settings) for upload in uploads])
 
 
-async def predict_digits(uploads: list[Upload], engine: Engine, models: Models, settings: Settings,
-                         metrics: Metrics, deadline: float) -> dict[str, Any]:
+async def predict_digits(uploads: list[Upload], serving: Serving) -> dict[str, Any]:
+    models, settings, metrics = serving.models, serving.settings, serving.metrics
+
     def prepare() -> tuple[np.ndarray, int]:
         arrays = _digit_arrays(uploads, models, settings)
         metrics.images.labels("/predict/digit").inc(len(arrays))
         return arrays, len(arrays)
 
-    predictions = await engine.digit.run(prepare, len(uploads), deadline)
+    predictions = await serving.engine.digit.run(prepare, len(uploads), serving.deadline)
     return {"model": model_id(models.digit), "predictions": predictions}
 
 
-async def predict_sequence(uploads: list[Upload], strip: Upload | None, engine: Engine, models: Models,
-                           settings: Settings, metrics: Metrics, deadline: float) -> dict[str, Any]:
+async def predict_sequence(uploads: list[Upload], strip: Upload | None, serving: Serving) -> dict[str, Any]:
+    models, settings, metrics = serving.models, serving.settings, serving.metrics
+
     def prepare() -> tuple[np.ndarray, int]:
         if strip is not None:
             arrays = _strip_arrays(strip, models, settings)
@@ -84,19 +85,20 @@ async def predict_sequence(uploads: list[Upload], strip: Upload | None, engine: 
         metrics.images.labels("/predict/sequence").inc(len(arrays))
         return arrays, len(arrays)
 
-    probability, read = await engine.sequence.run(prepare, max(len(uploads), 1), deadline)
+    probability, read = await serving.engine.sequence.run(prepare, max(len(uploads), 1), serving.deadline)
     digits = [{"label": p["label"], "probability": p["probability"]} for p in read]
     return {"model": model_id(models.sequence), "contains_4": probability >= 0.5, "probability": probability,
             "length": len(digits), "digits": digits}
 
 
-async def predict_sum(upload: Upload, number: int, engine: Engine, models: Models, settings: Settings,
-                      metrics: Metrics, deadline: float) -> dict[str, Any]:
+async def predict_sum(upload: Upload, number: int, serving: Serving) -> dict[str, Any]:
+    models, settings = serving.models, serving.settings
+
     def prepare() -> tuple[tuple[np.ndarray, int], int]:
         array = _digit_array(upload, models, settings)
-        metrics.images.labels("/predict/digit-sum").inc()
+        serving.metrics.images.labels("/predict/digit-sum").inc()
         return (array, number), 1
 
-    result = await engine.digit_sum.run(prepare, 1, deadline)
+    result = await serving.engine.digit_sum.run(prepare, 1, serving.deadline)
     return {"model": model_id(models.digit_sum), "digit": result["digit"], "probability": result["probability"],
             "number": number, "sum": result["sum"]}

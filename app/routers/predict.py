@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from app import pipeline
-from app.deps import DeadlineDep, EngineDep, MetricsDep, ModelsDep, SettingsDep
+from app.deps import ServingDep
 from app.errors import ApiError
 from app.pipeline import Upload
 from app.registry import Models
@@ -60,14 +60,10 @@ def number_range(models: Models, settings: Settings) -> tuple[int, int]:
 @router.post("/digit", response_model=DigitResponse, responses=ERRORS, summary="Classify one or many digit images")
 async def predict_digit(
     files: Annotated[list[UploadFile], File(description=f"one image per digit, repeated; {IMAGE_HELP}")],
-    models: ModelsDep,
-    engine: EngineDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    deadline: DeadlineDep,
+    serving: ServingDep,
 ) -> dict[str, Any]:
-    uploads = await _read(files, "files", settings)
-    return await pipeline.predict_digits(uploads, engine, models, settings, metrics, deadline)
+    uploads = await _read(files, "files", serving.settings)
+    return await pipeline.predict_digits(uploads, serving)
 
 
 @router.post("/sequence", response_model=SequenceResponse, responses=ERRORS,
@@ -77,11 +73,7 @@ async def predict_digit(
                          "the digit model reads each digit.")
 async def predict_sequence(
     request: Request,
-    models: ModelsDep,
-    engine: EngineDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    deadline: DeadlineDep,
+    serving: ServingDep,
     strip: Annotated[UploadFile | None, File(description=f"a row of digits; {IMAGE_HELP}")] = None,
     files: Annotated[list[UploadFile] | None, File(description="the digit images, in order")] = None,
 ) -> dict[str, Any]:
@@ -90,9 +82,9 @@ async def predict_sequence(
     if strip is not None:
         await _single(request, "strip")
         upload = Upload("strip", strip.filename or "", await strip.read())
-        return await pipeline.predict_sequence([], upload, engine, models, settings, metrics, deadline)
-    uploads = await _read(files or [], "files", settings)
-    return await pipeline.predict_sequence(uploads, None, engine, models, settings, metrics, deadline)
+        return await pipeline.predict_sequence([], upload, serving)
+    uploads = await _read(files or [], "files", serving.settings)
+    return await pipeline.predict_sequence(uploads, None, serving)
 
 
 @router.post("/digit-sum", response_model=SumResponse, responses=ERRORS, summary="Read a digit and add an integer to it")
@@ -100,11 +92,7 @@ async def predict_digit_sum(
     request: Request,
     file: Annotated[UploadFile, File(description=f"one digit image; {IMAGE_HELP}")],
     number: Annotated[str, Form(description="an integer, e.g. 42 or -7", examples=["42"])],
-    models: ModelsDep,
-    engine: EngineDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    deadline: DeadlineDep,
+    serving: ServingDep,
 ) -> dict[str, Any]:
     await _single(request, "file")
     await _single(request, "number")
@@ -112,8 +100,8 @@ async def predict_digit_sum(
         shown = number if len(number) <= 40 else number[:40] + "..."
         raise ApiError(422, "invalid_number", f"number must be an integer written in digits, got {shown!r}")
     value = int(number)
-    low, high = number_range(models, settings)
+    low, high = number_range(serving.models, serving.settings)
     if not low <= value <= high:
         raise ApiError(422, "number_out_of_range", f"number must be between {low} and {high}, got {value}")
     upload = Upload("file", file.filename or "", await file.read())
-    return await pipeline.predict_sum(upload, value, engine, models, settings, metrics, deadline)
+    return await pipeline.predict_sum(upload, value, serving)
