@@ -21,17 +21,12 @@ from model.checkpoint import load_checkpoint
 from model.devices import select_device
 from training import digit, digit_sum, sequence
 from training.data import DATA_DIR_ENV
-from training.options import RunOptions
+from training.options import DEFAULTS, RunOptions
 from training.studies import STUDIES, StudyOptions
 
 TASKS: dict[str, ModuleType] = {"digit": digit, "sequence": sequence, "digit-sum": digit_sum}
 # Which task module evaluates a checkpoint, by the architecture it names.
 BY_ARCHITECTURE = {"DigitNet": digit, "SequenceNet": sequence, "DigitSumNet": digit_sum}
-DEFAULTS: dict[str, dict[str, object]] = {
-    "digit": {"epochs": 20, "lr": 0.05, "batch_size": 128},
-    "sequence": {"epochs": 8, "lr": 2e-3, "batch_size": 128},
-    "digit-sum": {"epochs": 3, "lr": 1e-3, "batch_size": 128},
-}
 
 
 def _parser() -> argparse.ArgumentParser:

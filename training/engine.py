@@ -50,10 +50,15 @@ class History:
 
 
 @torch.inference_mode()
-def predict_logits(model: torch.nn.Module, inputs: torch.Tensor, device: torch.device, batch_size: int = 1024) -> torch.Tensor:
-    """Logits of a classifier over a CPU tensor of inputs, in eval mode, batched; on the CPU."""
+def predict_logits(model: torch.nn.Module, inputs: torch.Tensor, device: torch.device, batch_size: int = 1024,
+                   description: str | None = None) -> torch.Tensor:
+    """Logits of a classifier over a CPU tensor of inputs, in eval mode, batched; on the CPU.
+    With ``description``, a progress bar shows the batches."""
     model.eval()
-    outputs = [model(inputs[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(inputs), batch_size)]
+    starts: Any = range(0, len(inputs), batch_size)
+    if description:
+        starts = progress(starts, len(starts), description)
+    outputs = [model(inputs[i : i + batch_size].to(device)).float().cpu() for i in starts]
     return torch.cat(outputs)
 
 
@@ -73,17 +78,26 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float(log_t.detach().exp())
 
 
-def expected_calibration_error(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
-    """ECE over equal-width confidence bins: sum of |accuracy - confidence| weighted by bin share."""
+def calibration_bins(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> list[tuple[float, float, float, int]]:
+    """Per equal-width confidence bin: (lower edge, mean confidence, accuracy, count); the two
+    means are NaN in an empty bin. What reliability diagrams draw and ECE sums."""
     confidence, predicted = probabilities.max(dim=1)
     correct = predicted.eq(labels).float()
     edges = torch.linspace(0, 1, bins + 1)
-    ece = torch.zeros(())
+    out = []
     for low, high in zip(edges[:-1], edges[1:]):
         inside = (confidence > low) & (confidence <= high)
-        if inside.any():
-            ece += inside.float().mean() * (correct[inside].mean() - confidence[inside].mean()).abs()
-    return float(ece)
+        count = int(inside.sum())
+        out.append((float(low), float(confidence[inside].mean()) if count else float("nan"),
+                    float(correct[inside].mean()) if count else float("nan"), count))
+    return out
+
+
+def expected_calibration_error(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
+    """ECE over equal-width confidence bins: sum of |accuracy - confidence| weighted by bin share."""
+    total = len(labels)
+    return sum(count / total * abs(accuracy - confidence)
+               for _, confidence, accuracy, count in calibration_bins(probabilities, labels, bins) if count)
 
 
 def code_version() -> str:

@@ -41,6 +41,16 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
+async def hold_first_pass(batcher: Batcher, recorder: Recorder) -> asyncio.Future:
+    """Start ``batcher`` with job 0 in a pass that ``recorder.gate`` holds until the test sets it,
+    so that the jobs submitted meanwhile queue up behind it."""
+    recorder.gate.clear()
+    batcher.start()
+    running = asyncio.ensure_future(batcher.submit(0, 1, time.monotonic() + LATER))
+    await asyncio.get_running_loop().run_in_executor(None, recorder.entered.wait, 10)
+    return running
+
+
 def test_concurrent_jobs_share_one_batch_when_it_fills(executor) -> None:
     recorder = Recorder()
 
@@ -75,10 +85,7 @@ def test_batches_never_exceed_max_batch_images(executor) -> None:
 
     async def scenario():
         batcher = Batcher("t", recorder, executor, max_batch=5, max_wait=0.0, max_queue=100)
-        recorder.gate.clear()  # hold the first pass so the rest queue up behind it
-        batcher.start()
-        first = asyncio.ensure_future(batcher.submit(0, 1, time.monotonic() + LATER))
-        await asyncio.get_running_loop().run_in_executor(None, recorder.entered.wait, 10)
+        first = await hold_first_pass(batcher, recorder)
         rest = [asyncio.ensure_future(batcher.submit(n, 3, time.monotonic() + LATER)) for n in (1, 2, 3)]
         await asyncio.sleep(0)
         recorder.gate.set()
@@ -96,10 +103,7 @@ def test_a_full_queue_refuses_at_once_and_recovers(executor) -> None:
 
     async def scenario():
         batcher = Batcher("t", recorder, executor, max_batch=1, max_wait=0.0, max_queue=2)
-        recorder.gate.clear()
-        batcher.start()
-        running = asyncio.ensure_future(batcher.submit(0, 1, time.monotonic() + LATER))
-        await asyncio.get_running_loop().run_in_executor(None, recorder.entered.wait, 10)
+        running = await hold_first_pass(batcher, recorder)
         queued = [asyncio.ensure_future(batcher.submit(n, 1, time.monotonic() + LATER)) for n in (1, 2)]
         await asyncio.sleep(0)
         assert batcher.queued == 2
@@ -119,10 +123,7 @@ def test_a_job_past_its_deadline_is_dropped_not_computed(executor) -> None:
 
     async def scenario():
         batcher = Batcher("t", recorder, executor, max_batch=1, max_wait=0.0, max_queue=10)
-        recorder.gate.clear()
-        batcher.start()
-        running = asyncio.ensure_future(batcher.submit(0, 1, time.monotonic() + LATER))
-        await asyncio.get_running_loop().run_in_executor(None, recorder.entered.wait, 10)
+        running = await hold_first_pass(batcher, recorder)
         with pytest.raises(DeadlineExceeded):
             await batcher.submit(1, 1, time.monotonic())  # already due
         recorder.gate.set()

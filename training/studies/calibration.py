@@ -9,28 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 
-from training.engine import expected_calibration_error
-from training.plots import plt, save_figure  # pyplot with the headless backend plots.py selects
+from training.engine import calibration_bins, expected_calibration_error
+from training.plots import plt, save_figure  # plt: headless pyplot
 from training.studies.common import StudyOptions, markdown_table, test_logits
 
 BINS = 15
-
-
-def reliability(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = BINS) -> list[tuple[float, float, float, int]]:
-    """Per equal-width confidence bin: (lower edge, mean confidence, accuracy, count)."""
-    confidence, predicted = probabilities.max(dim=1)
-    correct = predicted.eq(labels).float()
-    edges = torch.linspace(0, 1, bins + 1)
-    out = []
-    for low, high in zip(edges[:-1], edges[1:]):
-        inside = (confidence > low) & (confidence <= high)
-        count = int(inside.sum())
-        out.append((float(low), float(confidence[inside].mean()) if count else float("nan"),
-                    float(correct[inside].mean()) if count else float("nan"), count))
-    return out
 
 
 def plot_reliability(panels: dict[str, list[tuple[float, float, float, int]]], eces: dict[str, float], path: Path) -> None:
@@ -62,7 +47,7 @@ def run(options: StudyOptions) -> Path:
         probabilities = values.softmax(dim=1)
         eces[name] = expected_calibration_error(probabilities, result.labels, BINS)
         nlls[name] = float(F.cross_entropy(values, result.labels))
-        panels[name] = reliability(probabilities, result.labels)
+        panels[name] = calibration_bins(probabilities, result.labels, BINS)
         overconfident[name] = float(probabilities.max(dim=1).values.mean()) - float(
             probabilities.argmax(dim=1).eq(result.labels).float().mean())
     figure = options.out / "calibration.png"

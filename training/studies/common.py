@@ -10,7 +10,7 @@ import torch
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.devices import select_device
 from training.data import DigitData, Split, load_split
-from training.engine import progress
+from training.engine import predict_logits
 
 REPORTS = Path("docs/studies")
 
@@ -36,16 +36,12 @@ class TestLogits:
     labels: torch.Tensor
 
 
-@torch.inference_mode()
-def test_logits(options: StudyOptions, batch_size: int = 500) -> TestLogits:
+def test_logits(options: StudyOptions) -> TestLogits:
     device = select_device(options.device)
     checkpoint = load_checkpoint(options.checkpoint, map_location=device)
     split = load_split("test", options.data_dir)
     data = DigitData.from_split(split)
-    model = checkpoint.model.eval()
-    starts = range(0, len(data.inputs), batch_size)
-    logits = torch.cat([model(data.inputs[i : i + batch_size].to(device)).float().cpu()
-                        for i in progress(starts, len(starts), "test split")])
+    logits = predict_logits(checkpoint.model, data.inputs, device, batch_size=500, description="test split")
     return TestLogits(checkpoint, split, logits, data.labels)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.plots import plt, save_figure  # pyplot with the headless backend plots.py selects
+from training.plots import plt, save_figure  # plt: headless pyplot
 from training.studies.common import StudyOptions, markdown_table, test_logits
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from model.checkpoint import load_checkpoint
 from training import sequence
-from training.options import RunOptions
+from training.options import DEFAULTS, RunOptions
 from training.plots import plt, save_figure
 from training.studies.common import StudyOptions, markdown_table
 
@@ -53,7 +53,8 @@ def run(options: StudyOptions) -> Path:
                 print(f"label-noise study: {rate:.0%} flipped, {loss}", flush=True)
                 out = Path(scratch) / f"sequence-{loss}-{int(rate * 100)}.pt"
                 sequence.train(RunOptions(out=out, data_dir=options.data_dir, epochs=options.epochs, seed=options.seed,
-                                          device=options.device, label_noise=rate, loss=loss, batch_size=128, lr=2e-3,
+                                          device=options.device, label_noise=rate, loss=loss,
+                                          batch_size=int(DEFAULTS["sequence"]["batch_size"]), lr=float(DEFAULTS["sequence"]["lr"]),
                                           limit=options.limit))
                 metadata = load_checkpoint(out).metadata
                 runs[(rate, loss)] = {"history": metadata["history"], "test_accuracy": metadata["metrics"]["test_accuracy"],
