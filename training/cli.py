@@ -1,8 +1,9 @@
-"""``python -m training``: train and evaluate the three models.
+"""``python -m training``: train and evaluate the models.
 
     python -m training train digit     --data-dir ../shared/data/mnist
     python -m training train sequence  --data-dir ../shared/data/mnist --init-from weights/digit.pt
     python -m training train digit-sum --data-dir ../shared/data/mnist --init-from weights/digit.pt
+    python -m training train fashion   # Fashion-MNIST: $FASHION_MNIST_DATA_DIR or Debian's dataset-fashion-mnist
     python -m training evaluate weights/digit.pt --data-dir ../shared/data/mnist
     python -m training study error-gallery --data-dir ../shared/data/mnist   # writes docs/studies/
 """
@@ -19,14 +20,14 @@ import torch
 
 from model.checkpoint import load_checkpoint
 from model.devices import select_device
-from training import digit, digit_sum, sequence
-from training.data import DATA_DIR_ENV
+from training import digit, digit_sum, fashion, sequence
+from training.data import DATA_DIR_ENV, FASHION_MNIST
 from training.options import DEFAULTS, RunOptions
 from training.studies import STUDIES, StudyOptions
 
-TASKS: dict[str, ModuleType] = {"digit": digit, "sequence": sequence, "digit-sum": digit_sum}
+TASKS: dict[str, ModuleType] = {"digit": digit, "sequence": sequence, "digit-sum": digit_sum, "fashion": fashion}
 # Which task module evaluates a checkpoint, by the architecture it names.
-BY_ARCHITECTURE = {"DigitNet": digit, "SequenceNet": sequence, "DigitSumNet": digit_sum}
+BY_ARCHITECTURE = {"DigitNet": digit, "SequenceNet": sequence, "DigitSumNet": digit_sum, "FashionNet": fashion}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     def common(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--data-dir", help=f"folder of the MNIST IDX files (default ${DATA_DIR_ENV}; else download)")
+        sub.add_argument("--data-dir", help=f"folder of the data set's IDX files (MNIST: default ${DATA_DIR_ENV}; "
+                         f"Fashion-MNIST: ${FASHION_MNIST.env} or {FASHION_MNIST.system_dirs[0]}; else download)")
         sub.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
         sub.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 

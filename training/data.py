@@ -1,8 +1,10 @@
-"""MNIST from its IDX files, the sequence task built on it, and label noise.
+"""MNIST and Fashion-MNIST from their IDX files, the sequence task built on MNIST, and label noise.
 
-The data directory is ``--data-dir`` or ``$MNIST_DATA_DIR``: the four IDX files, gzipped or not
-(``../shared/data/mnist`` on our machines). With neither, torchvision downloads MNIST into
-``~/.cache/digitserve`` for users who are online, and the same IDX reader is used on its files.
+A data set's directory is ``--data-dir``, else its environment variable (``$MNIST_DATA_DIR``,
+``$FASHION_MNIST_DATA_DIR``), else where a system package installs it (Debian's
+``dataset-fashion-mnist``): the four IDX files, gzipped or not (``../shared/data/mnist`` on our
+machines). With none of these, torchvision downloads the set into ``~/.cache/digitserve`` for
+users who are online, and the same IDX reader is used on its files.
 """
 
 from __future__ import annotations
@@ -19,12 +21,32 @@ import torch
 
 from model.preprocess import (
     DEFAULT_CONFIG,
+    FASHION_CONFIG,
     PreprocessConfig,
     normalise,
     preprocess_digit,
 )
 
-DATA_DIR_ENV = "MNIST_DATA_DIR"
+
+@dataclass(frozen=True)
+class Dataset:
+    """A 28x28, ten-class IDX data set: where to find it and how its images are normalised."""
+
+    name: str
+    env: str  # environment variable naming its directory
+    torchvision_class: str  # the torchvision dataset that downloads it
+    labels: tuple[str, ...]
+    preprocess: PreprocessConfig
+    system_dirs: tuple[Path, ...] = ()  # where an OS package installs it
+
+
+MNIST = Dataset("MNIST", "MNIST_DATA_DIR", "MNIST", tuple(str(d) for d in range(10)), DEFAULT_CONFIG)
+FASHION_MNIST = Dataset(
+    "Fashion-MNIST", "FASHION_MNIST_DATA_DIR", "FashionMNIST",
+    ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    FASHION_CONFIG, (Path("/usr/share/datasets/fashion-mnist"),),
+)
+DATA_DIR_ENV = MNIST.env
 SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -49,14 +71,18 @@ class Split:
         return len(self.labels)
 
 
-def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
-    """The directory given, else ``$MNIST_DATA_DIR``, else None (meaning: download)."""
-    chosen = data_dir or os.environ.get(DATA_DIR_ENV)
-    return Path(chosen) if chosen else None
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None, dataset: Dataset = MNIST) -> Path | None:
+    """The directory given, else the data set's environment variable, else its system-wide
+    install, else None (meaning: download)."""
+    chosen = data_dir or os.environ.get(dataset.env)
+    if chosen:
+        return Path(chosen)
+    return next((d for d in dataset.system_dirs if d.is_dir()), None)
 
 
-def _find(directory: Path, stem: str) -> Path:
-    for candidate in (directory / f"{stem}.gz", directory / stem, directory / "MNIST" / "raw" / stem):
+def _find(directory: Path, stem: str, dataset: Dataset) -> Path:
+    raw = directory / dataset.torchvision_class / "raw"
+    for candidate in (directory / f"{stem}.gz", directory / stem, raw / f"{stem}.gz", raw / stem):
         if candidate.is_file():
             return candidate
     raise DataError(f"{stem}(.gz) not found in {directory}")
@@ -78,23 +104,23 @@ def read_idx(path: Path) -> np.ndarray:
     return array.reshape(shape)
 
 
-def _download(root: Path) -> Path:
-    """Fetch MNIST with torchvision (only when no data directory is given)."""
-    from torchvision.datasets import MNIST
+def _download(root: Path, dataset: Dataset) -> Path:
+    """Fetch the data set with torchvision (only when no data directory is given)."""
+    import torchvision.datasets
 
     for train in (True, False):
-        MNIST(str(root), train=train, download=True)
-    return root / "MNIST" / "raw"
+        getattr(torchvision.datasets, dataset.torchvision_class)(str(root), train=train, download=True)
+    return root / dataset.torchvision_class / "raw"
 
 
-def load_split(name: str, data_dir: str | os.PathLike[str] | None = None) -> Split:
-    """Load the ``train`` or ``test`` split of MNIST."""
-    directory = resolve_data_dir(data_dir)
+def load_split(name: str, data_dir: str | os.PathLike[str] | None = None, dataset: Dataset = MNIST) -> Split:
+    """Load the ``train`` or ``test`` split of MNIST (or of ``dataset``)."""
+    directory = resolve_data_dir(data_dir, dataset)
     if directory is None:
-        directory = _download(DOWNLOAD_ROOT)
+        directory = _download(DOWNLOAD_ROOT, dataset)
     if not directory.is_dir():
-        raise DataError(f"MNIST data directory {directory} does not exist")
-    image_file, label_file = (_find(directory, stem) for stem in SPLIT_FILES[name])
+        raise DataError(f"{dataset.name} data directory {directory} does not exist")
+    image_file, label_file = (_find(directory, stem, dataset) for stem in SPLIT_FILES[name])
     images, labels = read_idx(image_file), read_idx(label_file)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise DataError(f"{image_file.name} and {label_file.name} do not match")
@@ -103,10 +129,10 @@ def load_split(name: str, data_dir: str | os.PathLike[str] | None = None) -> Spl
 
 
 def preprocess_split(images: np.ndarray, config: PreprocessConfig = DEFAULT_CONFIG) -> np.ndarray:
-    """Raw MNIST images -> the float32 arrays serving would produce from the same pictures.
+    """Raw 28x28 images -> the float32 arrays serving would produce from the same pictures.
 
-    Every training and evaluation image goes through ``model.preprocess`` so that the networks
-    learn exactly the normalisation the service applies to uploads.
+    Every training and evaluation image goes through ``model.preprocess`` (with the data set's
+    config) so that the networks learn exactly the normalisation the service applies to uploads.
     """
     return np.stack([preprocess_digit(image.astype(np.float32) / 255.0, config) for image in images])
 
@@ -174,10 +200,10 @@ class DigitData:
     labels: torch.Tensor
 
     @classmethod
-    def from_split(cls, split: Split, indices: np.ndarray | None = None) -> DigitData:
+    def from_split(cls, split: Split, indices: np.ndarray | None = None, config: PreprocessConfig = DEFAULT_CONFIG) -> DigitData:
         images = split.images if indices is None else split.images[indices]
         labels = split.labels if indices is None else split.labels[indices]
-        return cls(normalise(preprocess_split(images)), torch.as_tensor(labels))
+        return cls(normalise(preprocess_split(images, config), config), torch.as_tensor(labels))
 
 
 @dataclass(frozen=True)
@@ -189,16 +215,22 @@ class Prepared:
     test: Split
     fit: DigitData
     val: DigitData
+    dataset: Dataset = MNIST
 
     def record(self) -> dict[str, Any]:
         """The data set as a checkpoint's metadata names it."""
-        return {"name": "MNIST", "sha256": {**self.train.checksums, **self.test.checksums}}
+        return {"name": self.dataset.name, "sha256": {**self.train.checksums, **self.test.checksums}}
+
+    def test_data(self) -> DigitData:
+        """The whole test split, preprocessed."""
+        return DigitData.from_split(self.test, config=self.dataset.preprocess)
 
 
-def prepare(data_dir: str | None, val_size: int, seed: int, limit: int | None = None) -> Prepared:
-    """Load MNIST and split the training part; ``limit`` keeps only that many images (smoke runs)."""
-    train, test = load_split("train", data_dir), load_split("test", data_dir)
+def prepare(data_dir: str | None, val_size: int, seed: int, limit: int | None = None, dataset: Dataset = MNIST) -> Prepared:
+    """Load a data set and split its training part; ``limit`` keeps only that many images (smoke runs)."""
+    train, test = load_split("train", data_dir, dataset), load_split("test", data_dir, dataset)
     fit_idx, val_idx = train_val_indices(len(train), val_size, seed)
     if limit:
         fit_idx, val_idx = fit_idx[:limit], val_idx[: max(limit // 4, 1)]
-    return Prepared(train, test, DigitData.from_split(train, fit_idx), DigitData.from_split(train, val_idx))
+    config = dataset.preprocess
+    return Prepared(train, test, DigitData.from_split(train, fit_idx, config), DigitData.from_split(train, val_idx, config), dataset)

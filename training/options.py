@@ -11,6 +11,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "digit": {"epochs": 20, "lr": 0.05, "batch_size": 128},
     "sequence": {"epochs": 8, "lr": 2e-3, "batch_size": 128},
     "digit-sum": {"epochs": 3, "lr": 1e-3, "batch_size": 128},
+    "fashion": {"epochs": 24, "lr": 0.05, "batch_size": 128},
 }
 
 
