@@ -65,8 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     study.add_argument("--checkpoint", type=Path, default=StudyOptions.checkpoint, help="the digit checkpoint studied")
     study.add_argument("--out", type=Path, default=StudyOptions.out, help="folder for the report and its figures")
     study.add_argument("--seed", type=int, default=0)
-    study.add_argument("--epochs", type=int, default=3, help="label-noise: epochs per training run")
-    study.add_argument("--limit", type=int, help="label-noise: train on only this many images (smoke runs)")
+    study.add_argument("--epochs", type=int, help="label-noise, architectures: epochs per training run (default: the study's)")
+    study.add_argument("--limit", type=int, help="label-noise, architectures: train on only this many images (smoke runs)")
+    study.add_argument("--fashion-data-dir", help="architectures: folder of the Fashion-MNIST IDX files "
+                       "(default $FASHION_MNIST_DATA_DIR, else Debian's dataset-fashion-mnist, else download)")
+    study.add_argument("--datasets", nargs="+", choices=["fashion", "mnist"], default=["fashion", "mnist"],
+                       help="architectures: the tables to (re)compute; the report shows every table computed")
     return parser
 
 
@@ -99,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "study":
         report = STUDIES[args.name](StudyOptions(data_dir=args.data_dir, out=args.out, checkpoint=args.checkpoint,
-                                                 device=args.device, seed=args.seed, epochs=args.epochs, limit=args.limit))
+                                                 device=args.device, seed=args.seed, epochs=args.epochs, limit=args.limit,
+                                                 fashion_data_dir=args.fashion_data_dir, datasets=tuple(args.datasets)))
         print(f"wrote {report}")
         return 0
 

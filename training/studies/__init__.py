@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from training.studies import calibration, error_gallery, label_noise
+from training.studies import architectures, calibration, error_gallery, label_noise
 from training.studies.common import StudyOptions
 
 STUDIES: dict[str, Callable[[StudyOptions], Path]] = {
     "error-gallery": error_gallery.run,
     "calibration": calibration.run,
     "label-noise": label_noise.run,
+    "architectures": architectures.run,
 }
 
 __all__ = ["STUDIES", "StudyOptions"]

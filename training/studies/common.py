@@ -22,8 +22,10 @@ class StudyOptions:
     checkpoint: Path = Path("weights/digit.pt")
     device: str = "auto"
     seed: int = 0
-    epochs: int = 3  # training runs of a study (label-noise)
+    epochs: int | None = None  # training runs of a study: None for the study's own default
     limit: int | None = None  # train on only this many images (smoke runs)
+    fashion_data_dir: str | None = None  # Fashion-MNIST (architectures); default: its env var or system install
+    datasets: tuple[str, ...] = ("fashion", "mnist")  # the architectures study's tables
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,216 @@
+"""The CNN vs RNN vs LSTM study: six architectures on Fashion-MNIST, and the same table on MNIST.
+
+Five baselines are trained here with one plain recipe (Adam with a one-cycle learning rate,
+batch 128, no augmentation, the same epochs for all): Conv-MaxPool, Strided-Conv, a CNN with
+dropout, batch norm and an L2 penalty, and an RNN and an LSTM that read the image one row per
+step. The RNN and the LSTM are 5-fold cross-validated on the training split, as in the original:
+each fold's model is trained on the other four fifths, scored on its fold, and on the test
+split; their test figures are the mean over the five models. The sixth row is our best CNN, the
+served checkpoint (``weights/fashion.pt``, ``weights/digit.pt``), trained by its own command with
+augmentation and scored here on the test split.
+
+Each data set's results are kept as JSON beside the report, so ``--datasets mnist`` re-runs one
+table and the report is rebuilt from both.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.architectures import count_parameters
+from model.checkpoint import load_checkpoint
+from model.devices import select_device
+from training.data import FASHION_MNIST, MNIST, Dataset, DigitData, load_split
+from training.engine import batches, code_version, predict_logits, progress, seed_everything
+from training.plots import confusion_matrix, plot_confusion
+from training.studies.baselines import ConvMaxPool, RegularisedCNN, RowReader, StridedConv
+from training.studies.common import StudyOptions, markdown_table
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str
+    build: Callable[[], nn.Module]
+    lr: float  # peak of the one-cycle schedule
+    weight_decay: float = 0.0  # Adam's coupled weight decay: an L2 penalty on the weights
+    clip: float | None = None  # gradient norm clipping, for the recurrent networks
+    cross_validate: bool = False
+
+
+BASELINES = (
+    Baseline("Conv-MaxPool", ConvMaxPool, 2e-3),
+    Baseline("Strided-Conv", StridedConv, 2e-3),
+    Baseline("Dropout + BN + L2 CNN", RegularisedCNN, 2e-3, weight_decay=5e-4),
+    Baseline("RNN (2 x 128, row per step)", lambda: RowReader("rnn"), 1e-3, clip=1.0, cross_validate=True),
+    Baseline("LSTM (2 x 128, row per step)", lambda: RowReader("lstm"), 2e-3, clip=1.0, cross_validate=True),
+)
+
+
+@dataclass(frozen=True)
+class Table:
+    key: str
+    dataset: Dataset
+    best: Path  # the served checkpoint, our best CNN on this data set
+    epochs: int  # per baseline (MNIST needs fewer)
+    original: dict[str, float]  # the original study's figures to beat, by model
+
+
+TABLES = {
+    "fashion": Table("fashion", FASHION_MNIST, Path("weights/fashion.pt"), 8,
+                     {"best CNN": 0.9114, "LSTM": 0.8993}),
+    "mnist": Table("mnist", MNIST, Path("weights/digit.pt"), 4, {}),
+}
+TARGETS = {"fashion": {"best CNN": 0.940, "LSTM": 0.905}}
+FOLDS = 5
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """Accuracy and macro-averaged precision, recall and F1 (each class weighs the same), with
+    the confusion matrix they come from."""
+    matrix = confusion_matrix(labels.numpy(), logits.argmax(1).numpy(), logits.shape[1])
+    true_positives = np.diag(matrix).astype(float)
+    precision = np.divide(true_positives, matrix.sum(0), out=np.zeros(len(matrix)), where=matrix.sum(0) > 0)
+    recall = true_positives / np.maximum(matrix.sum(1), 1)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(len(matrix)), where=precision + recall > 0)
+    return {"accuracy": float(true_positives.sum() / matrix.sum()), "precision": float(precision.mean()),
+            "recall": float(recall.mean()), "f1": float(f1.mean()), "confusion": matrix.tolist()}
+
+
+def fit(baseline: Baseline, data: DigitData, epochs: int, seed: int, device: torch.device, label: str) -> tuple[nn.Module, float]:
+    """Train one baseline on ``data``; returns the model and its training seconds."""
+    started = time.time()
+    generator = seed_everything(seed)
+    model = baseline.build().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=baseline.lr, weight_decay=baseline.weight_decay)
+    steps = math.ceil(len(data.labels) / 128)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=baseline.lr, total_steps=epochs * steps, pct_start=0.2)
+    inputs, labels = data.inputs.to(device), data.labels.to(device)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        bar = progress(batches(len(labels), 128, generator), steps, f"{label} {epoch}/{epochs}")
+        for index in bar:
+            index = index.to(device)
+            loss = F.cross_entropy(model(inputs[index]), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if baseline.clip:
+                nn.utils.clip_grad_norm_(model.parameters(), baseline.clip)
+            optimizer.step()
+            scheduler.step()
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    return model, time.time() - started
+
+
+def folds(count: int, seed: int) -> list[np.ndarray]:
+    """``FOLDS`` disjoint, seeded parts of ``range(count)``."""
+    return np.array_split(np.random.default_rng(seed).permutation(count), FOLDS)
+
+
+def run_baseline(baseline: Baseline, train: DigitData, test: DigitData, table: Table, options: StudyOptions,
+                 device: torch.device) -> dict[str, Any]:
+    label = f"{table.key}: {baseline.name.split(' (')[0]}"
+    if not baseline.cross_validate:
+        model, seconds = fit(baseline, train, table.epochs, options.seed, device, label)
+        metrics = classification_metrics(predict_logits(model, test.inputs, device), test.labels)
+        return {"model": baseline.name, **metrics, "parameters": count_parameters(model), "train_seconds": seconds}
+    runs, cv = [], []
+    for fold, held_out in enumerate(folds(len(train.labels), options.seed)):
+        kept = np.setdiff1d(np.arange(len(train.labels)), held_out)
+        part = DigitData(train.inputs[kept], train.labels[kept])
+        model, seconds = fit(baseline, part, table.epochs, options.seed + fold, device, f"{label} fold {fold + 1}/{FOLDS}")
+        cv.append(classification_metrics(predict_logits(model, train.inputs[held_out], device), train.labels[held_out])["accuracy"])
+        runs.append({**classification_metrics(predict_logits(model, test.inputs, device), test.labels), "train_seconds": seconds})
+    mean = {key: float(np.mean([r[key] for r in runs])) for key in ("accuracy", "precision", "recall", "f1", "train_seconds")}
+    return {"model": baseline.name, **mean, "accuracy_std": float(np.std([r["accuracy"] for r in runs])),
+            "cv_accuracy": float(np.mean(cv)), "cv_accuracy_std": float(np.std(cv)), "cv_folds": cv,
+            "confusion": np.sum([r["confusion"] for r in runs], axis=0).tolist(), "parameters": count_parameters(model)}
+
+
+def run_best(table: Table, test: DigitData, device: torch.device) -> dict[str, Any]:
+    """Our best CNN: the served checkpoint, verified, scored on the test split."""
+    checkpoint = load_checkpoint(table.best, map_location=device)
+    metadata = checkpoint.metadata
+    metrics = classification_metrics(predict_logits(checkpoint.model, test.inputs, device), test.labels)
+    epochs = metadata["hyperparameters"]["epochs"]
+    return {"model": f"ours: {metadata['architecture']} ({table.best.name}, {epochs} epochs, augmented)", **metrics,
+            "parameters": count_parameters(checkpoint.model), "train_seconds": metadata["train_seconds"],
+            "best_cnn": True, "sha256": checkpoint.sha256}
+
+
+def run_table(table: Table, options: StudyOptions) -> dict[str, Any]:
+    device = select_device(options.device)
+    config = table.dataset.preprocess
+    train_split = load_split("train", options.fashion_data_dir if table.key == "fashion" else options.data_dir, table.dataset)
+    test_split = load_split("test", options.fashion_data_dir if table.key == "fashion" else options.data_dir, table.dataset)
+    train = DigitData.from_split(train_split, np.arange(options.limit) if options.limit else None, config)
+    test = DigitData.from_split(test_split, config=config)
+    epochs = options.epochs or table.epochs
+    table = Table(table.key, table.dataset, table.best, epochs, table.original)
+    rows = [run_baseline(baseline, train, test, table, options, device) for baseline in BASELINES]
+    rows.append(run_best(table, test, device))
+    return {"dataset": table.dataset.name, "epochs": epochs, "seed": options.seed, "train_images": len(train.labels),
+            "test_images": len(test.labels), "threads": torch.get_num_threads(), "device": str(device),
+            "labels": list(table.dataset.labels), "code_version": code_version(), "rows": rows}
+
+
+def _pct(value: float, std: float | None = None) -> str:
+    return f"{100 * value:.2f}%" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+
+def _section(table: Table, result: dict[str, Any], out: Path) -> str:
+    rows = result["rows"]
+    lines = [[r["model"], _pct(r["accuracy"], r.get("accuracy_std")), _pct(r["precision"]), _pct(r["recall"]), _pct(r["f1"]),
+              _pct(r["cv_accuracy"], r["cv_accuracy_std"]) if "cv_accuracy" in r else "", f"{r['parameters']:,}",
+              f"{r['train_seconds']:.0f} s" + (" per fold" if "cv_accuracy" in r else "")] for r in rows]
+    best = max(rows, key=lambda r: r["accuracy"])
+    figure = out / f"architectures-{table.key}-confusion.png"
+    plot_confusion(np.array(best["confusion"]), result["labels"], figure, f"{best['model'].split(' (')[0]}, {table.dataset.name} test split")
+    text = [f"## {table.dataset.name}",
+            f"{result['train_images']:,} training images, {result['test_images']:,} test images; baselines trained "
+            f"{result['epochs']} epochs each (seed {result['seed']}, {result['threads']} CPU threads, {result['device']}, "
+            f"code {result['code_version'][:12]}).",
+            markdown_table(["model", "test accuracy", "macro precision", "macro recall", "macro F1",
+                            f"{FOLDS}-fold CV accuracy", "parameters", "training time"], lines),
+            "For the cross-validated models the test columns are the mean over the five fold models (± their "
+            "standard deviation) and the confusion counts are summed over them."]
+    targets = TARGETS.get(table.key, {})
+    if targets:
+        ours = next(r for r in rows if r.get("best_cnn"))["accuracy"]
+        lstm = next(r for r in rows if r["model"].startswith("LSTM"))["accuracy"]
+        checks = [["best CNN", _pct(table.original["best CNN"]), _pct(targets["best CNN"]), _pct(ours),
+                   "met" if ours >= targets["best CNN"] else "missed"],
+                  ["LSTM", _pct(table.original["LSTM"]), _pct(targets["LSTM"]), _pct(lstm),
+                   "met" if lstm >= targets["LSTM"] else "missed"]]
+        text.append(markdown_table(["", "original study", "target", "here", ""], checks))
+    text.append(f"Confusion matrix of the most accurate model ({best['model']}):\n\n![confusion matrix]({figure.name})")
+    return "\n\n".join(text)
+
+
+def run(options: StudyOptions) -> Path:
+    options.out.mkdir(parents=True, exist_ok=True)
+    for key in options.datasets:
+        print(f"architectures study: {TABLES[key].dataset.name}", flush=True)
+        result = run_table(TABLES[key], options)
+        (options.out / f"architectures-{key}.json").write_text(json.dumps(result, indent=1) + "\n")
+    sections = []
+    for key, table in TABLES.items():
+        stored = options.out / f"architectures-{key}.json"
+        if stored.is_file():
+            sections.append(_section(table, json.loads(stored.read_text()), options.out))
+    report = options.out / "architectures.md"
+    report.write_text("# Architectures: CNNs vs RNN vs LSTM, on Fashion-MNIST and MNIST\n\n"
+                      f"Command: `python -m training study architectures --data-dir <MNIST>` (Fashion-MNIST from "
+                      f"${FASHION_MNIST.env} or Debian's `dataset-fashion-mnist`).\n\n"
+                      + __doc__.split("\n\n", 1)[1].strip() + "\n\n" + "\n\n".join(sections) + "\n")
+    return report

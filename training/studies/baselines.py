@@ -1,0 +1,75 @@
+"""The architectures of the original CNN vs RNN vs LSTM study, rebuilt in PyTorch.
+
+Study-only networks (nothing serves them): two plain CNNs, a regularised CNN, and two recurrent
+networks that read a 28x28 image as a sequence of 28 rows of 28 pixels. Our best CNNs, the
+served ``DigitNet`` and ``FashionNet``, live in ``model.architectures``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConvMaxPool(nn.Module):
+    """Two 3x3 convolutions (32, 64), each followed by 2x2 max pooling, then 128 -> 10."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * 5 * 5, 128), nn.ReLU(), nn.Linear(128, 10),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+
+class StridedConv(nn.Module):
+    """Downsampling by stride-2 convolutions instead of pooling (32, 64, 64), then 128 -> 10."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, 10),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+
+class RegularisedCNN(nn.Module):
+    """ConvMaxPool with batch norm after each convolution and dropout before each dense layer;
+    the L2 penalty is the optimizer's weight decay (see ``architectures.BASELINES``)."""
+
+    def __init__(self, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 32, 3, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(64 * 5 * 5, 128), nn.ReLU(),
+            nn.Dropout(dropout), nn.Linear(128, 10),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+
+class RowReader(nn.Module):
+    """An RNN or LSTM that reads the image top to bottom, one row (28 pixels) per step, and
+    classifies from its last hidden state."""
+
+    def __init__(self, cell: str, hidden: int = 128, layers: int = 2) -> None:
+        super().__init__()
+        recurrent = {"rnn": nn.RNN, "lstm": nn.LSTM}[cell]
+        self.recurrent = recurrent(28, hidden, num_layers=layers, batch_first=True)
+        self.head = nn.Linear(hidden, 10)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        rows = images.squeeze(1)  # [N, 1, 28, 28] -> [N, 28 steps, 28 pixels]
+        outputs, _ = self.recurrent(rows)
+        return self.head(outputs[:, -1])
