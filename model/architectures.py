@@ -17,6 +17,17 @@ def _conv(in_ch: int, out_ch: int) -> list[nn.Module]:
     return [nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
 
 
+def _dense(in_features: int, features: int, dropout: float) -> nn.Sequential:
+    """Flatten, then a fully connected layer with batch norm, ReLU and dropout."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(in_features, features, bias=False),
+        nn.BatchNorm1d(features),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+    )
+
+
 class DigitEncoder(nn.Module):
     """The LeNet-style feature extractor shared by all three networks.
 
@@ -37,13 +48,7 @@ class DigitEncoder(nn.Module):
             nn.MaxPool2d(2),
             nn.Dropout(dropout / 2),
         )
-        self.fc = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(c2 * 7 * 7, features, bias=False),
-            nn.BatchNorm1d(features),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-        )
+        self.fc = _dense(c2 * 7 * 7, features, dropout)
         self.features = features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -159,13 +164,7 @@ class FashionNet(nn.Module):
             *_conv(c1, c2), *_conv(c2, c2), nn.MaxPool2d(2), nn.Dropout(dropout / 3),
             *_conv(c2, c3), *_conv(c3, c3), nn.MaxPool2d(2), nn.Dropout(dropout / 3),
         )
-        self.fc = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(c3 * 3 * 3, features, bias=False),
-            nn.BatchNorm1d(features),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-        )
+        self.fc = _dense(c3 * 3 * 3, features, dropout)
         self.classifier = nn.Linear(features, 10)
         self.register_buffer("temperature", torch.ones(()))
 

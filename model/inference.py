@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
-from model.architectures import DigitEncoder
+from model.architectures import DigitEncoder, FashionNet
 
 # Images per forward pass of the encoder; measured best on 2 CPU cores (docs/performance.md).
 ENCODER_CHUNK = 128
@@ -28,7 +28,8 @@ class ChunkedEncoder(nn.Module):
 
     def __init__(self, encoder: nn.Module, chunk: int) -> None:
         super().__init__()
-        self.inner, self.chunk, self.features = encoder, chunk, encoder.features
+        self.inner, self.chunk = encoder, chunk
+        self.features = getattr(encoder, "features", None)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if len(images) <= self.chunk:
@@ -36,10 +37,10 @@ class ChunkedEncoder(nn.Module):
         return torch.cat([self.inner(part) for part in images.split(self.chunk)])
 
 
-def _compile_encoder(encoder: DigitEncoder, device: torch.device) -> nn.Module:
-    """The encoder with every Conv-BatchNorm pair folded into one convolution, channels-last on
-    the CPU, traced and frozen by TorchScript: one call that runs in C++ without holding the GIL,
-    so a busy event loop cannot stall it between layers."""
+def _compile_encoder(encoder: nn.Module, device: torch.device) -> nn.Module:
+    """The encoder (or a whole single-input CNN) with every Conv-BatchNorm pair folded into one
+    convolution, channels-last on the CPU, traced and frozen by TorchScript: one call that runs in
+    C++ without holding the GIL, so a busy event loop cannot stall it between layers."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fx and the tracer warn about what they need not see into
         folded = fuse(encoder)
@@ -49,7 +50,8 @@ def _compile_encoder(encoder: DigitEncoder, device: torch.device) -> nn.Module:
             example = example.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             compiled = torch.jit.freeze(torch.jit.trace(folded, example))
-    compiled.features = encoder.features
+    if hasattr(encoder, "features"):
+        compiled.features = encoder.features
     return compiled
 
 
@@ -58,6 +60,8 @@ def for_inference(model: nn.Module, device: torch.device, chunk: int = ENCODER_C
     convolutions, channels-last weights on the CPU, large batches chunked. The checkpoint's own
     module is left untouched (its state_dict is what the checksum vouches for)."""
     served = copy.deepcopy(model).eval().to(device)
+    if isinstance(served, FashionNet):  # one image in, logits out: the whole network compiles
+        return ChunkedEncoder(_compile_encoder(served, device), chunk)
     for name, child in list(served.named_children()):
         if isinstance(child, DigitEncoder):
             setattr(served, name, ChunkedEncoder(_compile_encoder(child, device), chunk))

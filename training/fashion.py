@@ -1,8 +1,11 @@
 """FashionNet: our best CNN on Fashion-MNIST, the model served at ``POST /predict/fashion``.
 
-Same recipe as the digit model (``training.classifier``), with garment augmentation (mirror,
-light affine jitter, random erasing) and label smoothing, which both help on Fashion-MNIST's
-confusable upper-body classes (shirt, T-shirt, pullover, coat).
+Same recipe as the digit model (``training.classifier``), with garment augmentation: a mirror,
+a shift of a pixel or two and a slight rescale (garments are photographed upright and framed
+the same way, so no rotation or shear), and random erasing, which makes the network use the
+whole garment on Fashion-MNIST's confusable upper-body classes (shirt, T-shirt, pullover, coat).
+A first run with rotation, shear, stronger erasing and label smoothing under-fitted (93.56% test
+accuracy, training accuracy below validation) and was miscalibrated by the smoothing.
 """
 
 from __future__ import annotations
@@ -18,11 +21,10 @@ from training.classifier import ClassifierTask, evaluate_classifier, train_class
 from training.data import FASHION_MNIST
 from training.options import RunOptions
 
-ARGUMENTS: dict[str, Any] = {"channels": [32, 64, 128], "features": 256, "dropout": 0.3}
+ARGUMENTS: dict[str, Any] = {"channels": [32, 64, 128], "features": 256, "dropout": 0.25}
 VERSION = "1.0.0"
 TASK = ClassifierTask(name="fashion", description="classify one Fashion-MNIST garment", dataset=FASHION_MNIST,
-                      architecture="FashionNet", arguments=ARGUMENTS, version=VERSION, augment=GarmentAugment(),
-                      label_smoothing=0.1)
+                      architecture="FashionNet", arguments=ARGUMENTS, version=VERSION, augment=GarmentAugment())
 
 
 def train(options: RunOptions) -> Path:
