@@ -4,7 +4,7 @@ For each model a ``Runner`` takes a ``prepare`` function (decode and preprocess 
 uploads) and returns the model's answer; neither ever runs on the event loop.
 
 With batching on, every forward pass runs on one inference thread, so passes never compete for
-the cores. For single-digit work (``/predict/digit``, ``/predict/digit-sum``) the batch also
+the cores. For single-image work (``/predict/digit``, ``/predict/digit-sum``, ``/predict/fashion``) the batch also
 prepares its own requests on that thread: a digit takes ~0.15 ms to decode and preprocess, less
 than handing it to the thread pool and back costs the event loop, and fewer threads contending
 for the GIL keep the loop responsive (docs/performance.md has the measurements). Strips take
@@ -109,7 +109,7 @@ class Runner(Generic[P, R]):
 
 
 class Engine:
-    """The three runners, the inference thread they share, and their lifecycle."""
+    """The runners, the inference thread they share, and their lifecycle."""
 
     def __init__(self, models: Models, settings: Settings, metrics: Metrics) -> None:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
@@ -128,7 +128,8 @@ class Engine:
         self.digit: Runner[Any, inference.Predictions] = runner("digit", inference.classify_batch, True)
         self.sequence: Runner[Any, tuple[float, inference.Predictions]] = runner("sequence", inference.sequence_batch, False)
         self.digit_sum: Runner[Any, dict[str, Any]] = runner("digit_sum", inference.add_batch, True)
-        self.runners = (self.digit, self.sequence, self.digit_sum)
+        self.fashion: Runner[Any, inference.Predictions] = runner("fashion", inference.fashion_batch, True)
+        self.runners = (self.digit, self.sequence, self.digit_sum, self.fashion)
 
     def start(self) -> None:
         for runner in self.runners:

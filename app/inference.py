@@ -58,6 +58,21 @@ def confidence(models: Models, arrays: np.ndarray) -> np.ndarray:
 
 
 @torch.inference_mode()
+def fashion_batch(models: Models, payloads: list[np.ndarray]) -> list[Predictions]:
+    """Per payload, [N, 28, 28] garment arrays -> class name, its index and probability, and
+    every class's probability by name."""
+    config, labels = models.fashion.preprocess, list(models.fashion.metadata["labels"])
+    inputs = normalise(np.concatenate(payloads), config).to(models.device, non_blocking=True)
+    probabilities = models.nets.fashion(inputs).softmax(dim=1).float().cpu()
+    best, indices = probabilities.max(dim=1)
+    described = [
+        {"label": labels[index], "index": index, "probability": p, "probabilities": dict(zip(labels, row, strict=True))}
+        for index, p, row in zip(indices.tolist(), best.tolist(), probabilities.tolist())
+    ]
+    return _split(described, [len(p) for p in payloads])
+
+
+@torch.inference_mode()
 def sequence_batch(models: Models, payloads: list[np.ndarray]) -> list[tuple[float, Predictions]]:
     """Per payload, the digit arrays of one sequence in order -> (P(it contains a 4) from the
     CNN-LSTM, each digit as read by the digit model). Sequences of any lengths share the pass:

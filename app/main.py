@@ -34,12 +34,13 @@ from model.checkpoint import CheckpointError
 log = logging.getLogger("app")
 
 DESCRIPTION = """
-Handwritten-digit models trained on MNIST, served over HTTP.
+Handwritten-digit models trained on MNIST, and a garment classifier trained on Fashion-MNIST, served over HTTP.
 
 * **/predict/digit**: one or many digit images -> labels with probabilities.
 * **/predict/sequence**: a strip of digits, or the digit images in order -> P(the sequence contains a 4)
   from a CNN-LSTM, plus the digits read.
 * **/predict/digit-sum**: a digit image and an integer -> the digit and the sum, from one two-input network.
+* **/predict/fashion**: one or many garment images -> Fashion-MNIST class names with probabilities.
 
 Uploads are `multipart/form-data`: PNG, JPEG, BMP, GIF, WebP or TIFF of any size, in either polarity.
 Every error is JSON: `{"detail": "...", "code": "..."}`.

@@ -19,7 +19,7 @@ from app.errors import ApiError
 from app.imaging import decode_image
 from app.registry import Models, model_id
 from app.settings import Settings
-from model.preprocess import NoInkError, preprocess_digit, preprocess_strip
+from model.preprocess import NoInkError, PreprocessConfig, preprocess_digit, preprocess_strip
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,17 @@ class Upload:
 
 
 def _digit_array(upload: Upload, models: Models, settings: Settings) -> np.ndarray:
+    return _single_array(upload, models.preprocess, settings, "no_digit_found")
+
+
+def _single_array(upload: Upload, config: PreprocessConfig, settings: Settings, blank_code: str) -> np.ndarray:
+    """One uploaded image of one thing -> its 28x28 array; ``blank_code`` names the 422 when
+    nothing stands out from the background."""
     image = decode_image(upload.data, upload.label, settings.max_image_pixels)
     try:
-        return preprocess_digit(image, models.preprocess)
+        return preprocess_digit(image, config)
     except NoInkError as error:
-        raise ApiError(422, "no_digit_found", f"{upload.label}: {error}") from None
+        raise ApiError(422, blank_code, f"{upload.label}: {error}") from None
 
 
 def _strip_arrays(upload: Upload, models: Models, settings: Settings) -> np.ndarray:
@@ -69,6 +75,19 @@ async def predict_digits(uploads: list[Upload], serving: Serving) -> dict[str, A
 
     predictions = await serving.engine.digit.run(prepare, len(uploads), serving.deadline)
     return {"model": model_id(models.digit), "predictions": predictions}
+
+
+async def predict_garments(uploads: list[Upload], serving: Serving) -> dict[str, Any]:
+    models, settings, metrics = serving.models, serving.settings, serving.metrics
+
+    def prepare() -> tuple[np.ndarray, int]:
+        config = models.fashion.preprocess
+        arrays = np.stack([_single_array(upload, config, settings, "no_garment_found") for upload in uploads])
+        metrics.images.labels("/predict/fashion").inc(len(arrays))
+        return arrays, len(arrays)
+
+    predictions = await serving.engine.fashion.run(prepare, len(uploads), serving.deadline)
+    return {"model": model_id(models.fashion), "predictions": predictions}
 
 
 async def predict_sequence(uploads: list[Upload], strip: Upload | None, serving: Serving) -> dict[str, Any]:

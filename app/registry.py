@@ -1,4 +1,4 @@
-"""Loading the three checkpoints once, onto the chosen device, and warming them up."""
+"""Loading the checkpoints once, onto the chosen device, and warming them up."""
 
 from __future__ import annotations
 
@@ -18,12 +18,16 @@ from model.preprocess import PreprocessConfig, normalise
 
 log = logging.getLogger("app.registry")
 
-CHECKPOINTS = {"digit": "digit.pt", "sequence": "sequence.pt", "digit_sum": "digit_sum.pt"}
+CHECKPOINTS = {"digit": "digit.pt", "sequence": "sequence.pt", "digit_sum": "digit_sum.pt", "fashion": "fashion.pt"}
+# The digit models share one preprocessing (the sequence endpoint feeds the same arrays to two
+# of them); the garment model has its own.
+DIGIT_MODELS = ("digit", "sequence", "digit_sum")
 # Each model's study reports, as paths in the repository (``python -m training study ...`` writes them).
 REPORTS = {
-    "digit": ["docs/studies/error-gallery.md", "docs/studies/calibration.md"],
+    "digit": ["docs/studies/error-gallery.md", "docs/studies/calibration.md", "docs/studies/architectures.md"],
     "sequence": ["docs/studies/label-noise.md"],
     "digit_sum": [],
+    "fashion": ["docs/studies/architectures.md"],
 }
 
 
@@ -34,23 +38,26 @@ class Nets:
     digit: nn.Module
     sequence: nn.Module
     digit_sum: nn.Module
+    fashion: nn.Module
 
 
 @dataclass(frozen=True)
 class Models:
     """The loaded checkpoints (identity, metadata, checksum), their networks in serving form,
-    the device those run on, and the preprocessing they were trained with (one for all three:
-    the sequence endpoint feeds the same arrays to two of them)."""
+    the device those run on, and the preprocessing the digit models were trained with (one for
+    all three: the sequence endpoint feeds the same arrays to two of them). The garment model
+    carries its own (``fashion.preprocess``)."""
 
     digit: Checkpoint
     sequence: Checkpoint
     digit_sum: Checkpoint
+    fashion: Checkpoint
     nets: Nets
     device: torch.device
     preprocess: PreprocessConfig
 
     def all(self) -> dict[str, Checkpoint]:
-        return {"digit": self.digit, "sequence": self.sequence, "digit_sum": self.digit_sum}
+        return {"digit": self.digit, "sequence": self.sequence, "digit_sum": self.digit_sum, "fashion": self.fashion}
 
     def describe(self) -> list[dict[str, Any]]:
         """What ``GET /models`` shows for each model."""
@@ -87,14 +94,15 @@ def _warm_up(models: Models) -> None:
     models.nets.digit(images)
     models.nets.sequence(images, torch.tensor([2]))
     models.nets.digit_sum(images, torch.tensor([1, 2], device=models.device))
+    models.nets.fashion(normalise(torch.zeros(2, 28, 28).numpy(), models.fashion.preprocess).to(models.device))
 
 
 def load_models(weights_dir: Path, device_choice: str) -> Models:
     """Verify and load every checkpoint; raises CheckpointError (naming the file) on any problem,
-    including checkpoints trained with different preprocessing."""
+    including digit checkpoints trained with different preprocessing."""
     device = select_device(device_choice)
     loaded = {key: load_checkpoint(weights_dir / name, map_location=device) for key, name in CHECKPOINTS.items()}
-    configs = {key: checkpoint.preprocess for key, checkpoint in loaded.items()}
+    configs = {key: loaded[key].preprocess for key in DIGIT_MODELS}
     if len(set(configs.values())) != 1:
         raise CheckpointError(f"the checkpoints were trained with different preprocessing: {configs}")
     nets = Nets(**{key: for_inference(checkpoint.model, device) for key, checkpoint in loaded.items()})

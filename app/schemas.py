@@ -31,6 +31,26 @@ class DigitResponse(BaseModel):
     predictions: list[DigitPrediction] = Field(description="one per uploaded image, in the order sent")
 
 
+_GARMENTS = {"T-shirt/top": 0.0012, "Trouser": 0.9941, "Pullover": 0.0004, "Dress": 0.0031, "Coat": 0.0003,
+             "Sandal": 0.0001, "Shirt": 0.0005, "Sneaker": 0.0001, "Bag": 0.0001, "Ankle boot": 0.0001}
+
+
+class GarmentPrediction(BaseModel):
+    label: str = Field(description="the class name", examples=["Trouser"])
+    index: int = Field(ge=0, le=9, description="the Fashion-MNIST class index")
+    probability: float = Field(ge=0, le=1, description="probability of the label")
+    probabilities: dict[str, float] = Field(description="probability of each class, by name, in class-index order")
+
+
+class GarmentResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"model": "fashion:1.0.0", "predictions": [{"label": "Trouser", "index": 1, "probability": 0.9941,
+                                                    "probabilities": _GARMENTS}]}]})
+
+    model: str = Field(examples=["fashion:1.0.0"])
+    predictions: list[GarmentPrediction] = Field(description="one per uploaded image, in the order sent")
+
+
 class DigitRead(BaseModel):
     label: int = Field(ge=0, le=9)
     probability: float = Field(ge=0, le=1)

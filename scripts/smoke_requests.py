@@ -16,7 +16,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.imaging import digit_image, encode, make_strip  # noqa: E402
-from training.data import load_split  # noqa: E402
+from training.data import FASHION_MNIST, load_split  # noqa: E402
 
 
 def check(condition: bool, message: str) -> None:
@@ -32,7 +32,7 @@ def main(base: str) -> int:
         body = client.get("/healthz").json()
         check(body == {"status": "ok"}, f"/healthz -> {body}")
         models = client.get("/models").json()["models"]
-        check([m["name"] for m in models] == ["digit", "sequence", "digit_sum"], f"/models lists {[m['id'] for m in models]}")
+        check([m["name"] for m in models] == ["digit", "sequence", "digit_sum", "fashion"], f"/models lists {[m['id'] for m in models]}")
 
         files = [("files", ("seven.png", encode(digit_image(seven, size=96, black_on_white=True)), "image/png")),
                  ("files", ("two.jpg", encode(digit_image(two, mode="RGB"), "JPEG", quality=95), "image/jpeg"))]
@@ -47,6 +47,13 @@ def main(base: str) -> int:
         body = client.post("/predict/digit-sum", files=[("file", ("seven.png", encode(digit_image(seven)), "image/png"))],
                            data={"number": "35"}).json()
         check(body["digit"] == 7 and body["sum"] == 42, f"/predict/digit-sum 7 + 35 -> {body['sum']}")
+
+        garments = load_split("test", None, FASHION_MNIST).images  # Debian's dataset-fashion-mnist
+        files = [("files", ("boot.jpg", encode(digit_image(garments[0], size=140, black_on_white=True, mode="RGB"), "JPEG"), "image/jpeg")),
+                 ("files", ("trouser.png", encode(digit_image(garments[2])), "image/png"))]
+        body = client.post("/predict/fashion", files=files).json()
+        read = [p["label"] for p in body["predictions"]]
+        check(read == ["Ankle boot", "Trouser"], f"/predict/fashion -> {read}")
 
         response = client.post("/predict/digit", files=[("files", ("x.txt", b"not an image", "text/plain"))])
         check(response.status_code == 415 and response.json()["code"] == "unsupported_media_type", f"bad upload -> {response.status_code}")

@@ -16,7 +16,7 @@ from app.deps import ServingDep
 from app.errors import ApiError
 from app.pipeline import Upload
 from app.registry import Models
-from app.schemas import DigitResponse, Error, SequenceResponse, SumResponse
+from app.schemas import DigitResponse, Error, GarmentResponse, SequenceResponse, SumResponse
 from app.settings import Settings
 
 router = APIRouter(prefix="/predict", tags=["predict"])
@@ -28,9 +28,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Error, "description": "API_KEY is set and the request does not carry it (`unauthorized`)"},
     413: {"model": Error, "description": "request body or an image too large (`payload_too_large`, `image_too_large`)"},
     415: {"model": Error, "description": "a file is not an image in a supported format (`unsupported_media_type`)"},
-    422: {"model": Error, "description": "missing or doubled field, empty or corrupt file, no digit found, "
-                                         "too many images or digits, bad number (`invalid_request`, `empty_file`, "
-                                         "`corrupt_image`, `no_digit_found`, `too_many_images`, `too_many_digits`, "
+    422: {"model": Error, "description": "missing or doubled field, empty or corrupt file, no digit (or garment) "
+                                         "found, too many images or digits, bad number (`invalid_request`, `empty_file`, "
+                                         "`corrupt_image`, `no_digit_found`, `no_garment_found`, `too_many_images`, `too_many_digits`, "
                                          "`invalid_number`, `number_out_of_range`)"},
     503: {"model": Error, "description": "models not loaded yet, or shutting down (`not_ready`); at capacity "
                                          "(`overloaded`) or past the request deadline (`deadline_exceeded`). "
@@ -64,6 +64,21 @@ async def predict_digit(
 ) -> dict[str, Any]:
     uploads = await _read(files, "files", serving.settings)
     return await pipeline.predict_digits(uploads, serving)
+
+
+@router.post("/fashion", response_model=GarmentResponse, responses=ERRORS,
+             summary="Classify one or many garment images (Fashion-MNIST classes)",
+             description="The same upload contract as `/predict/digit`. A photo of one item on a plain background, "
+                         "either a dark item on light paper or a light one on black (Fashion-MNIST's polarity), is "
+                         "cropped to the item, its longer side scaled to 28 pixels and centred, as Fashion-MNIST was "
+                         "made. Labels are the class names: T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, "
+                         "Shirt, Sneaker, Bag, Ankle boot.")
+async def predict_fashion(
+    files: Annotated[list[UploadFile], File(description=f"one image per garment, repeated; {IMAGE_HELP}")],
+    serving: ServingDep,
+) -> dict[str, Any]:
+    uploads = await _read(files, "files", serving.settings)
+    return await pipeline.predict_garments(uploads, serving)
 
 
 @router.post("/sequence", response_model=SequenceResponse, responses=ERRORS,

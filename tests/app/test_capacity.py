@@ -61,7 +61,8 @@ def test_batched_answers_equal_unbatched_ones(mnist_test, known):
     images = [digit_image(mnist_test.images[i], size=90, black_on_white=True) for i in known[:3]]
     files = [png_part("files", image) for image in images]
     with make_client() as batched, make_client(batching=False) as unbatched:
-        for path, extra in (("/predict/digit", {}), ("/predict/sequence", {}), ("/predict/digit-sum", {"number": "41"})):
+        for path, extra in (("/predict/digit", {}), ("/predict/sequence", {}), ("/predict/digit-sum", {"number": "41"}),
+                            ("/predict/fashion", {})):
             parts = files[:1] if path == "/predict/digit-sum" else files
             if path == "/predict/digit-sum":
                 parts = [("file", parts[0][1])]
