@@ -1,7 +1,10 @@
-"""Fixtures shared by every test: the MNIST test split and the committed checkpoints.
+"""Fixtures shared by every test: the MNIST and Fashion-MNIST test splits and the committed
+checkpoints.
 
-Tests that need MNIST take the ``mnist_test`` fixture (or ``mnist_dir``). Without the data they
-are skipped, except when ``REQUIRE_MNIST=1`` (CI sets it): then a missing data set is an error.
+Tests that need MNIST take the ``mnist_test`` fixture (or ``mnist_dir``); those that need
+Fashion-MNIST take ``fashion_test`` (``$FASHION_MNIST_DATA_DIR`` or Debian's
+``dataset-fashion-mnist``). Without the data they are skipped, except when ``REQUIRE_MNIST=1``
+or ``REQUIRE_FASHION_MNIST=1`` (CI sets both): then a missing data set is an error.
 """
 
 from __future__ import annotations
@@ -13,27 +16,47 @@ import numpy as np
 import pytest
 
 from model.checkpoint import Checkpoint, load_checkpoint
-from training.data import DATA_DIR_ENV, Split, load_split
+from training.data import DATA_DIR_ENV, FASHION_MNIST, Split, load_split, resolve_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "weights"
 
 
-@pytest.fixture(scope="session")
-def mnist_dir() -> Path:
-    value = os.environ.get(DATA_DIR_ENV)
-    directory = Path(value) if value else None
+def _data_dir(directory: Path | None, message: str, required_by: str) -> Path:
+    """The data set's folder, else a skip saying why (a failure when ``$required_by`` is 1)."""
     if directory is None or not directory.is_dir():
-        message = f"MNIST IDX files not found: set {DATA_DIR_ENV} (it is {value!r})"
-        if os.environ.get("REQUIRE_MNIST") == "1":
-            pytest.fail(message + " -- REQUIRE_MNIST=1, so this is an error, not a skip", pytrace=False)
+        if os.environ.get(required_by) == "1":
+            pytest.fail(f"{message} -- {required_by}=1, so this is an error, not a skip", pytrace=False)
         pytest.skip(message)
     return directory
 
 
 @pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    value = os.environ.get(DATA_DIR_ENV)
+    return _data_dir(Path(value) if value else None, f"MNIST IDX files not found: set {DATA_DIR_ENV} (it is {value!r})",
+                     "REQUIRE_MNIST")
+
+
+@pytest.fixture(scope="session")
 def mnist_test(mnist_dir: Path) -> Split:
     return load_split("test", mnist_dir)
+
+
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    return _data_dir(resolve_data_dir(None, FASHION_MNIST), f"Fashion-MNIST IDX files not found: set {FASHION_MNIST.env} "
+                     "or `apt-get install dataset-fashion-mnist`", "REQUIRE_FASHION_MNIST")
+
+
+@pytest.fixture(scope="session")
+def fashion_test(fashion_dir: Path) -> Split:
+    return load_split("test", fashion_dir, FASHION_MNIST)
+
+
+@pytest.fixture(scope="session")
+def fashion_checkpoint() -> Checkpoint:
+    return load_checkpoint(WEIGHTS / "fashion.pt")
 
 
 @pytest.fixture(scope="session")

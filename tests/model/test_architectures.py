@@ -51,3 +51,18 @@ def test_model_package_imports_neither_torchvision_nor_matplotlib():
             "bad = [m for m in ('torchvision', 'matplotlib', 'training', 'app') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_fashion_net_gives_ten_calibrated_logits():
+    from model.architectures import FashionNet, build_model
+
+    torch.manual_seed(0)
+    model = build_model("FashionNet", {"channels": [8, 16, 32], "features": 32, "dropout": 0.3}).eval()
+    assert isinstance(model, FashionNet)
+    images = torch.randn(5, 1, 28, 28)
+    with torch.inference_mode():
+        logits = model(images)
+        model.temperature.fill_(2.0)
+        halved = model(images)
+    assert logits.shape == (5, 10)
+    torch.testing.assert_close(halved, logits / 2)

@@ -106,12 +106,14 @@ def test_unknown_architecture_is_refused(tmp_path):
         load_checkpoint(path)
 
 
-@pytest.mark.parametrize("name", ["digit.pt", "sequence.pt", "digit_sum.pt"])
+@pytest.mark.parametrize("name", ["digit.pt", "sequence.pt", "digit_sum.pt", "fashion.pt"])
 def test_committed_weights_verify_and_rebuild_from_metadata_alone(name):
     assert name in read_manifest(WEIGHTS), f"{name} is not listed in weights/{MANIFEST}"
     checkpoint = load_checkpoint(WEIGHTS / name)
     assert REQUIRED_METADATA <= set(checkpoint.metadata)
     assert type(checkpoint.model) is ARCHITECTURES[checkpoint.metadata["architecture"]]
     assert checkpoint.metadata["parameters"] == sum(p.numel() for p in checkpoint.model.parameters())
-    assert checkpoint.metadata["dataset"]["sha256"]["t10k-images-idx3-ubyte.gz"] == (
-        "1a1a05eab793c14bb050b398624a11b0ffd1a2953baed553b1b9bd079e2a20be")
+    test_images = {"Fashion-MNIST": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+                   "MNIST": "1a1a05eab793c14bb050b398624a11b0ffd1a2953baed553b1b9bd079e2a20be"}
+    dataset = checkpoint.metadata["dataset"]
+    assert dataset["sha256"]["t10k-images-idx3-ubyte.gz"] == test_images[dataset["name"]]

@@ -75,3 +75,25 @@ def test_usable_cpus_follows_the_affinity_mask_and_the_cgroup_quota(tmp_path) ->
     cpu_max.write_text(f"{100000 * (affinity + 3)} 100000\n")  # a quota above the mask: the mask wins
     assert usable_cpus(cpu_max) == affinity
     assert usable_cpus(tmp_path / "absent") == affinity  # cgroup v1 or no cgroup file
+
+
+def test_garment_serving_form_matches_the_network(fashion_test) -> None:
+    """FashionNet compiles whole (no separate encoder): same answers, BatchNorm folded, chunked."""
+    from model.architectures import FashionNet
+    from model.preprocess import FASHION_CONFIG
+
+    torch.manual_seed(0)
+    model = FashionNet(channels=(8, 16, 32), features=32).eval()
+    with torch.no_grad():  # batch-norm statistics that are not the identity, as after training
+        for module in model.modules():
+            if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    arrays = np.stack([preprocess_digit(raw.astype(np.float32) / 255, FASHION_CONFIG) for raw in fashion_test.images[:300]])
+    images = normalise(arrays, FASHION_CONFIG)
+    served = for_inference(model, CPU, chunk=128)
+    with torch.inference_mode():
+        expected, got = model(images), served(images)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert isinstance(served, ChunkedEncoder)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in served.modules())

@@ -145,3 +145,40 @@ def test_specks_are_not_digits(mnist_test):
     noisy[5:7, 5:7] = 0  # two-pixel dots of dirt on the paper
     noisy[-6:-4, noisy.shape[1] // 2 : noisy.shape[1] // 2 + 2] = 0
     assert len(preprocess_strip(Image.fromarray(noisy))) == 4
+
+
+def test_fashion_config_frames_a_garment_as_fashion_mnist_did(fashion_test):
+    """Fashion-MNIST scaled each product so its longer side spans the canvas and centred its box:
+    a test image comes back with the same frame, and a product photo of it (dark on white paper,
+    5x larger, off-centre) comes back in that frame too, the same picture up to the blur of
+    scaling it up and back down."""
+    from model.preprocess import FASHION_CONFIG
+
+    def frame(array: np.ndarray) -> tuple[int, int, int, int]:
+        rows, cols = np.flatnonzero(array.max(1) > 0), np.flatnonzero(array.max(0) > 0)
+        return rows[0], rows[-1], cols[0], cols[-1]
+
+    originals, photos = [], []
+    for raw in fashion_test.images[:50]:
+        array = preprocess_digit(raw.astype(np.float32) / 255, FASHION_CONFIG)
+        top, bottom, left, right = frame(array)
+        assert max(bottom - top, right - left) + 1 == 28
+        assert abs(top + bottom - 27) <= 1 and abs(left + right - 27) <= 1
+        photo = Image.new("L", (220, 180), 255)
+        photo.paste(digit_image(raw, size=140, black_on_white=True), (60, 12))
+        again = preprocess_digit(photo, FASHION_CONFIG)
+        assert np.abs(np.subtract(frame(again), frame(array))).max() <= 1
+        originals.append(array)
+        photos.append(again)
+    # Each photo's array is nearer its own original than any of the 49 other garments'.
+    distances = np.abs(np.array(photos)[:, None] - np.array(originals)[None]).mean(axis=(2, 3))
+    assert distances.argmin(axis=1).tolist() == list(range(50))
+
+
+def test_digits_keep_centre_of_mass_framing(mnist_test):
+    """The digit config is unchanged by the garment option: a 20-pixel box, centred by mass."""
+    array = preprocess_digit(mnist_test.images[0].astype(np.float32) / 255)
+    rows, cols = np.flatnonzero(array.max(1) > 0), np.flatnonzero(array.max(0) > 0)
+    assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 == 20
+    ys, xs = np.indices(array.shape)
+    assert abs((ys * array).sum() / array.sum() - 13.5) <= 0.5 and abs((xs * array).sum() / array.sum() - 13.5) <= 0.5

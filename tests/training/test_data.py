@@ -1,4 +1,5 @@
-"""MNIST reading, the validation hold-out, label noise and the sequence task."""
+"""MNIST and Fashion-MNIST reading, the validation hold-out, label noise, augmentation and the
+sequence task."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from training.data import (
+    FASHION_MNIST,
     DataError,
     flip_labels,
     load_split,
@@ -41,6 +43,38 @@ def test_real_mnist_splits(mnist_dir):
     assert np.bincount(test.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert test.labels[:8].tolist() == [7, 2, 1, 0, 4, 1, 4, 9]
     assert train.checksums["train-labels-idx1-ubyte.gz"] == "1787548bbe0bff1ec2ecdc0ef292b02df999e2d1a6002d27500982c652b17203"
+
+
+def test_real_fashion_mnist_splits(fashion_dir, monkeypatch):
+    test = load_split("test", fashion_dir, FASHION_MNIST)
+    assert test.images.shape == (10000, 28, 28) and np.bincount(test.labels).tolist() == [1000] * 10
+    assert [FASHION_MNIST.labels[i] for i in test.labels[:4]] == ["Ankle boot", "Pullover", "Trouser", "Trouser"]
+    assert test.checksums["t10k-labels-idx1-ubyte.gz"] == "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05"
+    # Found through its own variable, never through MNIST's.
+    monkeypatch.setenv(FASHION_MNIST.env, str(fashion_dir))
+    monkeypatch.setenv("MNIST_DATA_DIR", "/nowhere")
+    assert load_split("test", None, FASHION_MNIST).checksums == test.checksums
+
+
+def test_garment_augmentation_mirrors_jitters_and_erases_per_image():
+    import torch
+
+    from training.augment import AffineAugment, GarmentAugment
+
+    images = torch.zeros(64, 1, 28, 28)
+    images[:, :, 4:24, 2:12] = 1.0  # a block on the left half, background 0
+    still = GarmentAugment(affine=AffineAugment(0.0, (1.0, 1.0), 0.0, 0.0), erase=0.0)
+    out = still(images, torch.Generator().manual_seed(0))
+    mirrored = out[:, 0, 4:24, 16:26].mean((1, 2)) > 0.99
+    kept = out[:, 0, 4:24, 2:12].mean((1, 2)) > 0.99
+    assert (mirrored ^ kept).all() and 20 < int(mirrored.sum()) < 44  # each image one way or the other
+    erased = GarmentAugment(flip=0.0, affine=AffineAugment(0.0, (1.0, 1.0), 0.0, 0.0), erase=1.0, erase_area=(0.1, 0.1))
+    garments = torch.ones(16, 1, 28, 28)
+    garments[:, :, 0, 0] = 0.0  # the background level (the image's minimum) is 0
+    out = erased(garments, torch.Generator().manual_seed(0))
+    holes = (out == 0).sum((1, 2, 3))  # one rectangle of ~10% of 784 pixels, filled with background
+    assert out.shape == (16, 1, 28, 28) and ((holes > 40) & (holes < 120)).all()
+    torch.testing.assert_close(out, erased(garments, torch.Generator().manual_seed(0)))  # seeded: reproducible
 
 
 def test_validation_hold_out_is_disjoint_and_seeded():

@@ -59,3 +59,16 @@ def test_sequence_with_the_robust_loss_chooses_on_noisy_validation(smoke_digit, 
     history = checkpoint.metadata["history"]
     assert all("val_acc_noisy" in epoch and "val_acc" in epoch for epoch in history)
     assert checkpoint.metadata["metrics"]["val_accuracy_noisy"] == max(epoch["val_acc_noisy"] for epoch in history)
+
+
+def test_fashion_one_batch(fashion_dir, tmp_path):
+    out = tmp_path / "fashion.pt"
+    args = ["train", "fashion", "--data-dir", str(fashion_dir), "--device", "cpu", "--limit", "64", "--epochs", "1",
+            "--batch-size", "64", "--val-size", "64", "--out", str(out)]
+    assert main(args) == 0
+    checkpoint = _check_run(out, "FashionNet")
+    metadata = checkpoint.metadata
+    assert metadata["labels"][0] == "T-shirt/top" and metadata["labels"][-1] == "Ankle boot"
+    assert metadata["dataset"]["name"] == "Fashion-MNIST"
+    assert checkpoint.preprocess.centre == "box" and checkpoint.preprocess.box == 28
+    assert metadata["metrics"]["test_samples"] == 10000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from PIL import Image
 
 from tests.conftest import WEIGHTS
@@ -55,3 +56,42 @@ def test_generalized_cross_entropy_bounds_what_a_flipped_label_costs():
     (bce_grad,) = torch.autograd.grad(sequence_loss("bce", confident_wrong, targets), confident_wrong)
     assert abs(float(gce_grad)) < 0.01 * abs(float(bce_grad))  # a likely-flipped label barely pulls
     assert torch.isclose(sequence_loss("gce", torch.tensor([0.0]), targets), torch.tensor((1 - 0.5 ** GCE_Q) / GCE_Q))
+
+
+def test_architectures_study_table(mnist_dir, tmp_path):
+    """A one-epoch run on 300 MNIST images: every architecture trains, the RNN and LSTM through
+    five folds, and our best CNN is the committed checkpoint, scored on the whole test split."""
+    import json
+
+    assert main(["study", "architectures", "--data-dir", str(mnist_dir), "--device", "cpu", "--out", str(tmp_path),
+                 "--datasets", "mnist", "--epochs", "1", "--limit", "300"]) == 0
+    result = json.loads((tmp_path / "architectures-mnist.json").read_text())
+    names = [row["model"].split(" (")[0] for row in result["rows"]]
+    assert names == ["Conv-MaxPool", "Strided-Conv", "Dropout + BN + L2 CNN", "RNN", "LSTM", "ours: DigitNet"]
+    assert [len(row.get("cv_folds", [])) for row in result["rows"]] == [0, 0, 0, 5, 5, 0]
+    for row in result["rows"]:
+        matrix = row["confusion"]
+        assert sum(map(sum, matrix)) == 10_000 * (5 if "cv_folds" in row else 1)
+        assert 0 <= row["f1"] <= 1 and row["parameters"] > 0
+    best = result["rows"][-1]
+    assert best["accuracy"] == pytest.approx(json.loads((WEIGHTS / "digit" / "metrics.json").read_text())["metrics"]["test_accuracy"], abs=2e-4)
+    report = (tmp_path / "architectures.md").read_text()
+    assert "## MNIST" in report and "| ours: DigitNet" in report and "## Fashion-MNIST" not in report
+    with Image.open(tmp_path / "architectures-mnist-confusion.png") as figure:
+        assert figure.format == "PNG"
+
+
+def test_macro_metrics_weigh_every_class_the_same():
+    import torch
+
+    from training.studies.architectures import classification_metrics
+
+    labels = torch.tensor([0] * 8 + [1] * 2)
+    logits = torch.zeros(10, 2)
+    logits[:, 0] = 1.0  # always class 0: 80% accurate, but class 1 is never found
+    metrics = classification_metrics(logits, labels)
+    assert metrics["accuracy"] == pytest.approx(0.8)
+    assert metrics["recall"] == pytest.approx(0.5)  # (1 + 0) / 2
+    assert metrics["precision"] == pytest.approx(0.4)  # (0.8 + 0) / 2, an empty column counts as 0
+    assert metrics["f1"] == pytest.approx((2 * 0.8 / 1.8) / 2)
+    assert metrics["confusion"] == [[8, 0], [2, 0]]
