@@ -24,7 +24,7 @@ test: $(VENV)/.installed-test
 
 # Recompute the committed checkpoints' test metrics (needs the train extra and MNIST).
 evaluate: $(VENV)/.installed-test
-	for name in digit sequence digit_sum; do $(PY) -m training evaluate weights/$$name.pt || exit 1; done
+	for name in digit sequence digit_sum fashion; do $(PY) -m training evaluate weights/$$name.pt || exit 1; done
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
