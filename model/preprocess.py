@@ -202,10 +202,17 @@ _MERGE_OVERLAP = 0.5
 _STROKE_LEVEL = 0.25
 # Pieces shorter than this share of the row's median height are broken strokes, not digits.
 _FRAGMENT_HEIGHT = 0.45
-# Width/height from which a glyph may be several touching digits (single MNIST digits: 1.25 at
-# the 99th percentile), and from which it almost surely is (1.67 at the 99.9th).
+# Width, in units of the row's digit height, from which a glyph may be several touching digits
+# (single MNIST digits: 1.25 at the 99th percentile), and from which it almost surely is (1.67 at
+# the 99.9th). The row's height rather than the glyph's own: digits in a row share one scale, and
+# a digit joined to a narrow "1" is no wider than one "0" of its own height, yet wider than a
+# digit of the row.
 _MAYBE_SEVERAL = 1.1
 _SURELY_SEVERAL = 1.7
+# Between these widths a glyph is cut in two only when the judge is clearly surer of both halves
+# than of the whole (by this much of its top probability). Chosen on strips of training digits.
+_MIGHT_BE_TWO = 0.9
+_CLEAR_GAIN = 0.15
 # Confidence a reading pays for each extra piece: ties go to fewer digits.
 _SPLIT_PRIOR = 1e-3
 
@@ -306,19 +313,20 @@ Judge = Callable[[np.ndarray], np.ndarray]
 """Given [N, 28, 28] digit arrays, the classifier's confidence in each (its top probability)."""
 
 
-def _best_split(own: np.ndarray, judge: Judge | None, config: PreprocessConfig) -> list[np.ndarray]:
+def _best_split(own: np.ndarray, judge: Judge | None, config: PreprocessConfig, row_height: float | None = None) -> list[np.ndarray]:
     """One glyph that may be several touching digits -> its digits.
 
-    Narrow glyphs are one digit. A wider one is cut into k = 1, 2, ... pieces at the thinnest
-    columns, and the reading whose least confident digit the judge is surest of wins (a
-    tie going to fewer pieces). Without a judge, width alone decides.
+    Narrow glyphs (measured against ``row_height``, the row's digit height) are one digit. A
+    wider one is cut into k = 1, 2, ... pieces at the thinnest columns, and the reading whose
+    least confident digit the judge is surest of wins (a tie going to fewer pieces); a glyph of
+    borderline width only splits in two on a clear gain. Without a judge, width alone decides.
     """
     height, width = own.shape
-    ratio = width / height
-    if ratio < _MAYBE_SEVERAL:
+    ratio = width / (row_height or height)
+    if ratio < (_MIGHT_BE_TWO if judge is not None else _MAYBE_SEVERAL):
         return [own]
     profile = (own > _STROKE_LEVEL).sum(axis=0)
-    most = max(2, min(4, int(ratio / 0.55)))
+    most = 2 if ratio < _MAYBE_SEVERAL else max(2, min(4, int(ratio / 0.55)))
     options: list[list[np.ndarray]] = [[own]]
     for pieces in range(2, most + 1):
         parts = [own[:, a:b] for a, b in _cuts(profile, pieces)]
@@ -339,6 +347,10 @@ def _best_split(own: np.ndarray, judge: Judge | None, config: PreprocessConfig) 
     # A reading is as good as its least certain digit: the halves of a wide "0" may each look
     # like a "1", but rarely more surely than the whole looks like a "0".
     scores = [float(confidence[a:b].min()) - _SPLIT_PRIOR * (b - a - 1) for a, b in zip(bounds[:-1], bounds[1:])]
+    if ratio < _MAYBE_SEVERAL:  # borderline width: two digits only if clearly better read as two
+        whole = next((s for (parts, _), s in zip(readable, scores) if len(parts) == 1), -1.0)
+        two = next(((parts, s) for (parts, _), s in zip(readable, scores) if len(parts) == 2), None)
+        return two[0] if two is not None and two[1] - whole > _CLEAR_GAIN else [own]
     return readable[int(np.argmax(scores))][0]
 
 
@@ -355,11 +367,12 @@ def split_ink(ink: np.ndarray, judge: Judge | None = None, config: PreprocessCon
     groups = _absorb_fragments(_group(glyphs))
     if not groups:
         raise NoInkError("no digit found in the strip")
+    row_height = float(np.median([g.height for g in groups]))
     digits: list[np.ndarray] = []
     for group in groups:
         window = (slice(group.top, group.bottom + 1), slice(group.left, group.right + 1))
         own = np.where(np.isin(labels[window], group.labels), ink[window], 0.0)
-        digits.extend(_best_split(own, judge, config))
+        digits.extend(_best_split(own, judge, config, row_height))
     return digits
 
 
