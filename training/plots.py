@@ -47,7 +47,9 @@ def plot_confusion(matrix: np.ndarray, labels: Sequence[str], path: Path, title:
     fig, ax = plt.subplots(figsize=(7, 6))
     shown = np.log10(matrix + 1)
     image = ax.imshow(shown, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels)
+    # Class names (Fashion-MNIST's) would overlap side by side: slant them.
+    slanted = max(len(label) for label in labels) > 2
+    ax.set_xticks(range(len(labels)), labels, rotation=40 if slanted else 0, ha="right" if slanted else "center")
     ax.set_yticks(range(len(labels)), labels)
     ax.set(xlabel="predicted", ylabel="true", title=title)
     threshold = shown.max() / 2
