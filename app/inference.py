@@ -13,14 +13,15 @@ import numpy as np
 import torch
 
 from app.registry import Models
-from model.preprocess import normalise
+from model.preprocess import PreprocessConfig, normalise
 
 Predictions = list[dict[str, Any]]
 
 
-def _inputs(models: Models, arrays: np.ndarray) -> torch.Tensor:
-    """[N, 28, 28] arrays in [0, 1] -> the normalised input tensor, on the models' device."""
-    return normalise(arrays, models.preprocess).to(models.device, non_blocking=True)
+def _inputs(models: Models, arrays: np.ndarray, config: PreprocessConfig | None = None) -> torch.Tensor:
+    """[N, 28, 28] arrays in [0, 1] -> the normalised input tensor, on the models' device
+    (normalised as the digit models were, unless ``config`` says otherwise)."""
+    return normalise(arrays, config or models.preprocess).to(models.device, non_blocking=True)
 
 
 def _split(values: list[Any], sizes: list[int]) -> list[list[Any]]:
@@ -61,8 +62,8 @@ def confidence(models: Models, arrays: np.ndarray) -> np.ndarray:
 def fashion_batch(models: Models, payloads: list[np.ndarray]) -> list[Predictions]:
     """Per payload, [N, 28, 28] garment arrays -> class name, its index and probability, and
     every class's probability by name."""
-    config, labels = models.fashion.preprocess, list(models.fashion.metadata["labels"])
-    inputs = normalise(np.concatenate(payloads), config).to(models.device, non_blocking=True)
+    labels = list(models.fashion.metadata["labels"])
+    inputs = _inputs(models, np.concatenate(payloads), models.fashion.preprocess)
     probabilities = models.nets.fashion(inputs).softmax(dim=1).float().cpu()
     best, indices = probabilities.max(dim=1)
     described = [
