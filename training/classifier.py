@@ -57,6 +57,14 @@ class ClassifierTask:
     def title(self) -> str:
         return f"{self.architecture} on {self.dataset.name}"
 
+    def train(self, options: RunOptions) -> Path:
+        """``python -m training train <name>``."""
+        return train_classifier(options, self)
+
+    def evaluate_command(self, checkpoint: Checkpoint, data_dir: str | None, device: torch.device) -> dict[str, Any]:
+        """``python -m training evaluate``: recompute the test metrics of this task's checkpoint."""
+        return evaluate_classifier(checkpoint, data_dir, device, self.dataset)
+
 
 def test_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
     """Accuracy, error, NLL, calibration error and confusion matrix of calibrated logits."""

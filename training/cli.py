@@ -21,13 +21,16 @@ import torch
 from model.checkpoint import load_checkpoint
 from model.devices import select_device
 from training import digit, digit_sum, fashion, sequence
+from training.classifier import ClassifierTask
 from training.data import DATA_DIR_ENV, FASHION_MNIST
 from training.options import DEFAULTS, RunOptions
 from training.studies import STUDIES, StudyOptions
 
-TASKS: dict[str, ModuleType] = {"digit": digit, "sequence": sequence, "digit-sum": digit_sum, "fashion": fashion}
-# Which task module evaluates a checkpoint, by the architecture it names.
-BY_ARCHITECTURE = {"DigitNet": digit, "SequenceNet": sequence, "DigitSumNet": digit_sum, "FashionNet": fashion}
+# Each task: a module or a ``ClassifierTask``, both with ``train(options)`` and ``evaluate_command``.
+TASKS: dict[str, ModuleType | ClassifierTask] = {"digit": digit.TASK, "sequence": sequence, "digit-sum": digit_sum,
+                                                 "fashion": fashion.TASK}
+# Which task evaluates a checkpoint, by the architecture it names.
+BY_ARCHITECTURE = {"DigitNet": digit.TASK, "SequenceNet": sequence, "DigitSumNet": digit_sum, "FashionNet": fashion.TASK}
 
 
 def _parser() -> argparse.ArgumentParser:

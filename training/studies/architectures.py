@@ -19,7 +19,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -151,12 +151,12 @@ def run_best(table: Table, test: DigitData, device: torch.device) -> dict[str, A
 def run_table(table: Table, options: StudyOptions) -> dict[str, Any]:
     device = select_device(options.device)
     config = table.dataset.preprocess
-    train_split = load_split("train", options.fashion_data_dir if table.key == "fashion" else options.data_dir, table.dataset)
-    test_split = load_split("test", options.fashion_data_dir if table.key == "fashion" else options.data_dir, table.dataset)
-    train = DigitData.from_split(train_split, np.arange(options.limit) if options.limit else None, config)
-    test = DigitData.from_split(test_split, config=config)
+    data_dir = options.fashion_data_dir if table.dataset is FASHION_MNIST else options.data_dir
+    train = DigitData.from_split(load_split("train", data_dir, table.dataset),
+                                 np.arange(options.limit) if options.limit else None, config)
+    test = DigitData.from_split(load_split("test", data_dir, table.dataset), config=config)
     epochs = options.epochs or table.epochs
-    table = Table(table.key, table.dataset, table.best, epochs, table.original)
+    table = replace(table, epochs=epochs)
     rows = [run_baseline(baseline, train, test, table, options, device) for baseline in BASELINES]
     rows.append(run_best(table, test, device))
     return {"dataset": table.dataset.name, "epochs": epochs, "seed": options.seed, "train_images": len(train.labels),
