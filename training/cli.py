@@ -25,6 +25,7 @@ from training.classifier import ClassifierTask
 from training.data import DATA_DIR_ENV, FASHION_MNIST
 from training.options import DEFAULTS, RunOptions
 from training.studies import STUDIES, StudyOptions
+from training.studies.architectures import MODELS as ARCHITECTURE_MODELS
 
 # Each task: a module or a ``ClassifierTask``, both with ``train(options)`` and ``evaluate_command``.
 TASKS: dict[str, ModuleType | ClassifierTask] = {"digit": digit.TASK, "sequence": sequence, "digit-sum": digit_sum,
@@ -74,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
                        "(default $FASHION_MNIST_DATA_DIR, else Debian's dataset-fashion-mnist, else download)")
     study.add_argument("--datasets", nargs="+", choices=["fashion", "mnist"], default=["fashion", "mnist"],
                        help="architectures: the tables to (re)compute; the report shows every table computed")
+    study.add_argument("--models", nargs="+", choices=list(ARCHITECTURE_MODELS),
+                       help="architectures: re-run only these rows; the others are read from the stored table")
+    study.add_argument("--jobs", type=int, default=1,
+                       help="architectures: train this many cross-validation folds at once, in as many processes")
     return parser
 
 
@@ -107,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "study":
         report = STUDIES[args.name](StudyOptions(data_dir=args.data_dir, out=args.out, checkpoint=args.checkpoint,
                                                  device=args.device, seed=args.seed, epochs=args.epochs, limit=args.limit,
-                                                 fashion_data_dir=args.fashion_data_dir, datasets=tuple(args.datasets)))
+                                                 fashion_data_dir=args.fashion_data_dir, datasets=tuple(args.datasets),
+                                                 models=tuple(args.models) if args.models else None, jobs=args.jobs))
         print(f"wrote {report}")
         return 0
 

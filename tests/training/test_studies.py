@@ -63,12 +63,15 @@ def test_architectures_study_table(mnist_dir, tmp_path):
     five folds, and our best CNN is the committed checkpoint, scored on the whole test split."""
     import json
 
+    import torch
+
     assert main(["study", "architectures", "--data-dir", str(mnist_dir), "--device", "cpu", "--out", str(tmp_path),
                  "--datasets", "mnist", "--epochs", "1", "--limit", "300"]) == 0
     result = json.loads((tmp_path / "architectures-mnist.json").read_text())
     names = [row["model"].split(" (")[0] for row in result["rows"]]
     assert names == ["Conv-MaxPool", "Strided-Conv", "Dropout + BN + L2 CNN", "RNN", "LSTM", "ours: DigitNet"]
     assert [len(row.get("cv_folds", [])) for row in result["rows"]] == [0, 0, 0, 5, 5, 0]
+    assert [row.get("epochs") for row in result["rows"]] == [1, 1, 1, 1, 2, None]  # the LSTM trains 1.5x the epochs
     for row in result["rows"]:
         matrix = row["confusion"]
         assert sum(map(sum, matrix)) == 10_000 * (5 if "cv_folds" in row else 1)
@@ -79,6 +82,22 @@ def test_architectures_study_table(mnist_dir, tmp_path):
     assert "## MNIST" in report and "| ours: DigitNet" in report and "## Fashion-MNIST" not in report
     with Image.open(tmp_path / "architectures-mnist-confusion.png") as figure:
         assert figure.format == "PNG"
+
+    # Re-run one row, its folds in two processes: only that row changes; the rest is read back.
+    assert main(["study", "architectures", "--data-dir", str(mnist_dir), "--device", "cpu", "--out", str(tmp_path),
+                 "--datasets", "mnist", "--epochs", "1", "--limit", "300", "--models", "rnn", "--jobs", "2"]) == 0
+    rerun = json.loads((tmp_path / "architectures-mnist.json").read_text())
+    assert [row.get("key") for row in rerun["rows"]] == ["conv-maxpool", "strided-conv", "regularised-cnn", "rnn", "lstm", None]
+    assert [r for i, r in enumerate(rerun["rows"]) if i != 3] == [r for i, r in enumerate(result["rows"]) if i != 3]
+    rnn = rerun["rows"][3]
+    assert (rnn["parallel_folds"], rnn["threads"], len(rnn["cv_folds"])) == (2, max(1, torch.get_num_threads() // 2), 5)
+    assert sum(map(sum, rnn["confusion"])) == 5 * 10_000 and rnn != result["rows"][3]
+
+
+def test_architectures_rows_rerun_only_onto_a_stored_table(mnist_dir, tmp_path):
+    with pytest.raises(SystemExit, match="no stored mnist result for conv-maxpool, strided-conv, regularised-cnn, rnn"):
+        main(["study", "architectures", "--data-dir", str(mnist_dir), "--device", "cpu", "--out", str(tmp_path),
+              "--datasets", "mnist", "--epochs", "1", "--limit", "300", "--models", "lstm"])
 
 
 def test_macro_metrics_weigh_every_class_the_same():

@@ -10,7 +10,9 @@ served checkpoint (``weights/fashion.pt``, ``weights/digit.pt``), trained by its
 augmentation and scored here on the test split.
 
 Each data set's results are kept as JSON beside the report, so ``--datasets mnist`` re-runs one
-table and the report is rebuilt from both.
+table, ``--models lstm`` re-runs one row of it (the others are read back from the JSON), and the
+report is rebuilt from both tables. ``--jobs 2`` trains two folds at a time, in two processes
+that split the CPU threads between them; each fold is seeded the same either way.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import json
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,29 +36,45 @@ from model.architectures import count_parameters
 from model.checkpoint import load_checkpoint
 from model.devices import select_device
 from training.data import FASHION_MNIST, MNIST, Dataset, DigitData, load_split
-from training.engine import batches, code_version, predict_logits, progress, seed_everything
+from training.engine import (
+    batches,
+    code_version,
+    predict_logits,
+    progress,
+    seed_everything,
+)
 from training.plots import confusion_matrix, plot_confusion
-from training.studies.baselines import ConvMaxPool, RegularisedCNN, RowReader, StridedConv
+from training.studies.baselines import (
+    ConvMaxPool,
+    RegularisedCNN,
+    RowReader,
+    StridedConv,
+)
 from training.studies.common import StudyOptions, markdown_table
 
 
 @dataclass(frozen=True)
 class Baseline:
+    key: str  # what ``--models`` calls it
     name: str
-    build: Callable[[], nn.Module]
+    build: Callable[[], nn.Module]  # picklable (a class or a partial): folds may train in other processes
     lr: float  # peak of the one-cycle schedule
     weight_decay: float = 0.0  # Adam's coupled weight decay: an L2 penalty on the weights
     clip: float | None = None  # gradient norm clipping, for the recurrent networks
     cross_validate: bool = False
+    epoch_scale: float = 1.0  # its epochs, as a multiple of the table's
 
 
 BASELINES = (
-    Baseline("Conv-MaxPool", ConvMaxPool, 2e-3),
-    Baseline("Strided-Conv", StridedConv, 2e-3),
-    Baseline("Dropout + BN + L2 CNN", RegularisedCNN, 2e-3, weight_decay=5e-4),
-    Baseline("RNN (2 x 128, row per step)", lambda: RowReader("rnn"), 1e-3, clip=1.0, cross_validate=True),
-    Baseline("LSTM (2 x 128, row per step)", lambda: RowReader("lstm"), 2e-3, clip=1.0, cross_validate=True),
+    Baseline("conv-maxpool", "Conv-MaxPool", ConvMaxPool, 2e-3),
+    Baseline("strided-conv", "Strided-Conv", StridedConv, 2e-3),
+    Baseline("regularised-cnn", "Dropout + BN + L2 CNN", RegularisedCNN, 2e-3, weight_decay=5e-4),
+    Baseline("rnn", "RNN (2 x 128, row per step)", partial(RowReader, "rnn"), 1e-3, clip=1.0, cross_validate=True),
+    Baseline("lstm", "LSTM (bidirectional 2 x 128, row per step, mean over rows)",
+             partial(RowReader, "lstm", bidirectional=True, readout="mean"), 2e-3, clip=1.0, cross_validate=True,
+             epoch_scale=1.5),
 )
+MODELS = tuple(baseline.key for baseline in BASELINES)
 
 
 @dataclass(frozen=True)
@@ -117,24 +137,42 @@ def folds(count: int, seed: int) -> list[np.ndarray]:
     return np.array_split(np.random.default_rng(seed).permutation(count), FOLDS)
 
 
+def run_fold(baseline: Baseline, train: DigitData, held_out: np.ndarray, test: DigitData, epochs: int, seed: int,
+             device: torch.device, label: str, threads: int | None = None) -> dict[str, Any]:
+    """Train on ``train`` less ``held_out``; score on ``held_out`` (``cv_accuracy``) and on ``test``.
+    A module-level function of picklable arguments, so that a worker process can run it."""
+    if threads:
+        torch.set_num_threads(threads)
+    kept = np.setdiff1d(np.arange(len(train.labels)), held_out)
+    model, seconds = fit(baseline, DigitData(train.inputs[kept], train.labels[kept]), epochs, seed, device, label)
+    cv = classification_metrics(predict_logits(model, train.inputs[held_out], device), train.labels[held_out])["accuracy"]
+    return {**classification_metrics(predict_logits(model, test.inputs, device), test.labels), "cv_accuracy": cv,
+            "train_seconds": seconds, "parameters": count_parameters(model)}
+
+
 def run_baseline(baseline: Baseline, train: DigitData, test: DigitData, table: Table, options: StudyOptions,
                  device: torch.device) -> dict[str, Any]:
     label = f"{table.key}: {baseline.name.split(' (')[0]}"
+    epochs = max(1, round(table.epochs * baseline.epoch_scale))
     if not baseline.cross_validate:
-        model, seconds = fit(baseline, train, table.epochs, options.seed, device, label)
+        model, seconds = fit(baseline, train, epochs, options.seed, device, label)
         metrics = classification_metrics(predict_logits(model, test.inputs, device), test.labels)
-        return {"model": baseline.name, **metrics, "parameters": count_parameters(model), "train_seconds": seconds}
-    runs, cv = [], []
-    for fold, held_out in enumerate(folds(len(train.labels), options.seed)):
-        kept = np.setdiff1d(np.arange(len(train.labels)), held_out)
-        part = DigitData(train.inputs[kept], train.labels[kept])
-        model, seconds = fit(baseline, part, table.epochs, options.seed + fold, device, f"{label} fold {fold + 1}/{FOLDS}")
-        cv.append(classification_metrics(predict_logits(model, train.inputs[held_out], device), train.labels[held_out])["accuracy"])
-        runs.append({**classification_metrics(predict_logits(model, test.inputs, device), test.labels), "train_seconds": seconds})
+        return {"model": baseline.name, **metrics, "parameters": count_parameters(model), "train_seconds": seconds,
+                "epochs": epochs, "threads": torch.get_num_threads()}
+    jobs = [(baseline, train, held_out, test, epochs, options.seed + fold, device, f"{label} fold {fold + 1}/{FOLDS}")
+            for fold, held_out in enumerate(folds(len(train.labels), options.seed))]
+    threads = max(1, torch.get_num_threads() // options.jobs)
+    if options.jobs > 1:
+        with ProcessPoolExecutor(options.jobs, mp_context=torch.multiprocessing.get_context("spawn")) as pool:
+            runs = list(pool.map(run_fold, *zip(*jobs), [threads] * len(jobs)))
+    else:
+        runs = [run_fold(*job) for job in jobs]
+    cv = [r["cv_accuracy"] for r in runs]
     mean = {key: float(np.mean([r[key] for r in runs])) for key in ("accuracy", "precision", "recall", "f1", "train_seconds")}
     return {"model": baseline.name, **mean, "accuracy_std": float(np.std([r["accuracy"] for r in runs])),
             "cv_accuracy": float(np.mean(cv)), "cv_accuracy_std": float(np.std(cv)), "cv_folds": cv,
-            "confusion": np.sum([r["confusion"] for r in runs], axis=0).tolist(), "parameters": count_parameters(model)}
+            "confusion": np.sum([r["confusion"] for r in runs], axis=0).tolist(), "parameters": runs[0]["parameters"],
+            "epochs": epochs, "threads": threads if options.jobs > 1 else torch.get_num_threads(), "parallel_folds": options.jobs}
 
 
 def run_best(table: Table, test: DigitData, device: torch.device) -> dict[str, Any]:
@@ -148,7 +186,9 @@ def run_best(table: Table, test: DigitData, device: torch.device) -> dict[str, A
             "best_cnn": True, "sha256": checkpoint.sha256}
 
 
-def run_table(table: Table, options: StudyOptions) -> dict[str, Any]:
+def run_table(table: Table, options: StudyOptions, stored: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train and score the table's baselines (only ``options.models`` when given: the other rows
+    come from ``stored``, the table's previous result) and score our best CNN."""
     device = select_device(options.device)
     config = table.dataset.preprocess
     data_dir = options.fashion_data_dir if table.dataset is FASHION_MNIST else options.data_dir
@@ -157,7 +197,20 @@ def run_table(table: Table, options: StudyOptions) -> dict[str, Any]:
     test = DigitData.from_split(load_split("test", data_dir, table.dataset), config=config)
     epochs = options.epochs or table.epochs
     table = replace(table, epochs=epochs)
-    rows = [run_baseline(baseline, train, test, table, options, device) for baseline in BASELINES]
+    chosen = options.models or MODELS
+    previous = {row.get("key"): row for row in (stored or {}).get("rows", [])}
+    missing = [key for key in MODELS if key not in chosen and key not in previous]
+    if missing:
+        raise SystemExit(f"no stored {table.key} result for {', '.join(missing)}: run the study without --models first")
+    if stored and stored["epochs"] != epochs:
+        raise SystemExit(f"the stored {table.key} table was trained {stored['epochs']} epochs, not {epochs}")
+    rows = []
+    for baseline in BASELINES:
+        if baseline.key in chosen:
+            row = run_baseline(baseline, train, test, table, options, device)
+            rows.append({"key": baseline.key, **row, "code_version": code_version()})
+        else:
+            rows.append(previous[baseline.key])
     rows.append(run_best(table, test, device))
     return {"dataset": table.dataset.name, "epochs": epochs, "seed": options.seed, "train_images": len(train.labels),
             "test_images": len(test.labels), "threads": torch.get_num_threads(), "device": str(device),
@@ -172,16 +225,18 @@ def _section(table: Table, result: dict[str, Any], out: Path) -> str:
     rows = result["rows"]
     lines = [[r["model"], _pct(r["accuracy"], r.get("accuracy_std")), _pct(r["precision"]), _pct(r["recall"]), _pct(r["f1"]),
               _pct(r["cv_accuracy"], r["cv_accuracy_std"]) if "cv_accuracy" in r else "", f"{r['parameters']:,}",
-              f"{r['train_seconds']:.0f} s" + (" per fold" if "cv_accuracy" in r else "")] for r in rows]
+              r.get("epochs", ""), f"{r['train_seconds']:.0f} s" + (" per fold" if "cv_accuracy" in r else "")
+              + (f" ({r['threads']} thread{'s' if r['threads'] > 1 else ''})" if "threads" in r else "")] for r in rows]
+    versions = sorted({r["code_version"][:12] for r in rows if "code_version" in r})
     best = max(rows, key=lambda r: r["accuracy"])
     figure = out / f"architectures-{table.key}-confusion.png"
     plot_confusion(np.array(best["confusion"]), result["labels"], figure, f"{best['model'].split(' (')[0]}, {table.dataset.name} test split")
     text = [f"## {table.dataset.name}",
             f"{result['train_images']:,} training images, {result['test_images']:,} test images; baselines trained "
-            f"{result['epochs']} epochs each (seed {result['seed']}, {result['threads']} CPU threads, {result['device']}, "
-            f"code {result['code_version'][:12]}).",
+            f"{result['epochs']} epochs each unless the table says otherwise (seed {result['seed']}, {result['device']}, "
+            f"code {', '.join(versions)}).",
             markdown_table(["model", "test accuracy", "macro precision", "macro recall", "macro F1",
-                            f"{FOLDS}-fold CV accuracy", "parameters", "training time"], lines),
+                            f"{FOLDS}-fold CV accuracy", "parameters", "epochs", "training time (CPU threads)"], lines),
             "For the cross-validated models the test columns are the mean over the five fold models (± their "
             "standard deviation) and the confusion counts are summed over them."]
     targets = TARGETS.get(table.key, {})
@@ -201,8 +256,9 @@ def run(options: StudyOptions) -> Path:
     options.out.mkdir(parents=True, exist_ok=True)
     for key in options.datasets:
         print(f"architectures study: {TABLES[key].dataset.name}", flush=True)
-        result = run_table(TABLES[key], options)
-        (options.out / f"architectures-{key}.json").write_text(json.dumps(result, indent=1) + "\n")
+        stored = options.out / f"architectures-{key}.json"
+        result = run_table(TABLES[key], options, json.loads(stored.read_text()) if options.models and stored.is_file() else None)
+        stored.write_text(json.dumps(result, indent=1) + "\n")
     sections = []
     for key, table in TABLES.items():
         stored = options.out / f"architectures-{key}.json"

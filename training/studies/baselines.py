@@ -60,16 +60,26 @@ class RegularisedCNN(nn.Module):
 
 
 class RowReader(nn.Module):
-    """An RNN or LSTM that reads the image top to bottom, one row (28 pixels) per step, and
-    classifies from its last hidden state."""
+    """An RNN or LSTM that reads the image top to bottom, one row (28 pixels) per step.
 
-    def __init__(self, cell: str, hidden: int = 128, layers: int = 2) -> None:
+    ``readout="last"`` classifies from the last step's hidden state, the original study's reader.
+    ``readout="mean"`` averages every step's output first: an item's evidence sits in its middle
+    rows, and the average reaches it without carrying it through the blank rows below. A
+    bidirectional reader also reads bottom to top, so each step sees the whole garment.
+    """
+
+    def __init__(self, cell: str, hidden: int = 128, layers: int = 2, bidirectional: bool = False,
+                 readout: str = "last", dropout: float = 0.0) -> None:
         super().__init__()
+        if readout not in ("last", "mean"):
+            raise ValueError(f"readout must be 'last' or 'mean', not {readout!r}")
         recurrent = {"rnn": nn.RNN, "lstm": nn.LSTM}[cell]
-        self.recurrent = recurrent(28, hidden, num_layers=layers, batch_first=True)
-        self.head = nn.Linear(hidden, 10)
+        self.recurrent = recurrent(28, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional,
+                                   dropout=dropout)
+        self.readout = readout
+        self.head = nn.Linear(hidden * (2 if bidirectional else 1), 10)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         rows = images.squeeze(1)  # [N, 1, 28, 28] -> [N, 28 steps, 28 pixels]
         outputs, _ = self.recurrent(rows)
-        return self.head(outputs[:, -1])
+        return self.head(outputs.mean(1) if self.readout == "mean" else outputs[:, -1])

@@ -26,6 +26,8 @@ class StudyOptions:
     limit: int | None = None  # train on only this many images (smoke runs)
     fashion_data_dir: str | None = None  # Fashion-MNIST (architectures); default: its env var or system install
     datasets: tuple[str, ...] = ("fashion", "mnist")  # the architectures study's tables
+    models: tuple[str, ...] | None = None  # the architectures study's rows to re-run; None: every row
+    jobs: int = 1  # processes training cross-validation folds side by side
 
 
 @dataclass(frozen=True)
