@@ -24,7 +24,7 @@ from model.preprocess import (
     FASHION_CONFIG,
     PreprocessConfig,
     normalise,
-    preprocess_digit,
+    preprocess_digits,
 )
 
 
@@ -134,7 +134,10 @@ def preprocess_split(images: np.ndarray, config: PreprocessConfig = DEFAULT_CONF
     Every training and evaluation image goes through ``model.preprocess`` (with the data set's
     config) so that the networks learn exactly the normalisation the service applies to uploads.
     """
-    return np.stack([preprocess_digit(image.astype(np.float32) / 255.0, config) for image in images])
+    if len(images) == 0:
+        return np.empty((0, config.canvas, config.canvas), dtype=np.float32)
+    chunks = range(0, len(images), 8192)  # bounds the float copies of a 60,000-image split
+    return np.concatenate([preprocess_digits(images[i : i + 8192].astype(np.float32) / 255.0, config) for i in chunks])
 
 
 def train_val_indices(count: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,7 @@ from model.preprocess import (
     NoInkError,
     normalise,
     preprocess_digit,
+    preprocess_digits,
     preprocess_strip,
     to_gray,
 )
@@ -90,6 +91,34 @@ def test_rescaled_uploads_read_like_the_originals(mnist_test, digit_checkpoint):
         uploads.append(preprocess_digit(Image.open(io.BytesIO(encode(image, "JPEG", quality=90)))))
     agree = (_predict(digit_checkpoint, np.stack(uploads)) == _predict(digit_checkpoint, originals)).mean()
     assert agree >= 0.99
+
+
+def test_a_batch_preprocesses_exactly_as_each_image_alone(mnist_test):
+    """The batch path (uploads of a request, a training split) groups same-sized images; every
+    array must be bit for bit what ``preprocess_digit`` gives that image alone."""
+    images: list[Image.Image | np.ndarray] = []
+    for i, raw in enumerate(mnist_test.images[:120]):
+        if i % 4 == 0:
+            images.append(raw.astype(np.float32) / 255.0)  # as training reads the IDX files
+        else:
+            images.append(digit_image(raw, size=[28, 28, 90][i % 3], black_on_white=i % 2 == 1, mode=["L", "RGB"][i % 2]))
+    batch = preprocess_digits(images)
+    alone = np.stack([preprocess_digit(image) for image in images])
+    assert batch.dtype == np.float32 and batch.shape == (120, 28, 28)
+    assert np.array_equal(batch, alone)
+
+
+def test_a_batch_names_its_first_blank_image(mnist_test):
+    images = [digit_image(raw) for raw in mnist_test.images[:4]]
+    images[2] = Image.new("L", (28, 28), 255)
+    images.insert(1, Image.new("L", (50, 40), 0))  # another size, earlier in the batch
+    with pytest.raises(NoInkError, match="^the image is blank: no ink stands out from the background$") as caught:
+        preprocess_digits(images)
+    assert caught.value.index == 1
+    del images[1]
+    with pytest.raises(NoInkError) as caught:
+        preprocess_digits(images)
+    assert caught.value.index == 2
 
 
 @pytest.mark.parametrize("value", [0, 128, 255])
