@@ -19,7 +19,7 @@ from app.errors import ApiError
 from app.imaging import decode_image
 from app.registry import Models, model_id
 from app.settings import Settings
-from model.preprocess import NoInkError, PreprocessConfig, preprocess_digit, preprocess_strip
+from model.preprocess import NoInkError, PreprocessConfig, preprocess_digits, preprocess_strip
 
 
 @dataclass(frozen=True)
@@ -36,17 +36,18 @@ class Upload:
 
 
 def _digit_array(upload: Upload, models: Models, settings: Settings) -> np.ndarray:
-    return _single_array(upload, models.preprocess, settings, "no_digit_found")
+    return _single_arrays([upload], models.preprocess, settings, "no_digit_found")[0]
 
 
-def _single_array(upload: Upload, config: PreprocessConfig, settings: Settings, blank_code: str) -> np.ndarray:
-    """One uploaded image of one thing -> its 28x28 array; ``blank_code`` names the 422 when
-    nothing stands out from the background."""
-    image = decode_image(upload.data, upload.label, settings.max_image_pixels)
+def _single_arrays(uploads: list[Upload], config: PreprocessConfig, settings: Settings, blank_code: str) -> np.ndarray:
+    """Uploaded images of one thing each -> their [N, 28, 28] arrays, preprocessed together;
+    ``blank_code`` names the 422 for the first image where nothing stands out from the
+    background."""
+    images = [decode_image(upload.data, upload.label, settings.max_image_pixels) for upload in uploads]
     try:
-        return preprocess_digit(image, config)
+        return preprocess_digits(images, config)
     except NoInkError as error:
-        raise ApiError(422, blank_code, f"{upload.label}: {error}") from None
+        raise ApiError(422, blank_code, f"{uploads[error.index or 0].label}: {error}") from None
 
 
 def _strip_arrays(upload: Upload, models: Models, settings: Settings) -> np.ndarray:
@@ -62,7 +63,7 @@ def _strip_arrays(upload: Upload, models: Models, settings: Settings) -> np.ndar
 
 
 def _digit_arrays(uploads: list[Upload], models: Models, settings: Settings) -> np.ndarray:
-    return np.stack([_digit_array(upload, models, settings) for upload in uploads])
+    return _single_arrays(uploads, models.preprocess, settings, "no_digit_found")
 
 
 async def predict_digits(uploads: list[Upload], serving: Serving) -> dict[str, Any]:
@@ -81,8 +82,7 @@ async def predict_garments(uploads: list[Upload], serving: Serving) -> dict[str,
     models, settings, metrics = serving.models, serving.settings, serving.metrics
 
     def prepare() -> tuple[np.ndarray, int]:
-        config = models.fashion.preprocess
-        arrays = np.stack([_single_array(upload, config, settings, "no_garment_found") for upload in uploads])
+        arrays = _single_arrays(uploads, models.fashion.preprocess, settings, "no_garment_found")
         metrics.images.labels("/predict/fashion").inc(len(arrays))
         return arrays, len(arrays)
 

@@ -75,6 +75,15 @@ def test_transparent_png_and_colour_ink(client, mnist_test, known):
     assert _labels(response) == [mnist_test.labels[index]]
 
 
+def test_a_blank_image_among_many_is_named(client, mnist_test):
+    files = [png_part("files", digit_image(raw), name=f"d{i}.png") for i, raw in enumerate(mnist_test.images[:5])]
+    files[3] = png_part("files", Image.new("L", (28, 28), 0), name="d3.png")
+    response = client.post("/predict/digit", files=files)
+    assert response.status_code == 422
+    assert response.json() == {"code": "no_digit_found",
+                               "detail": "files 'd3.png': the image is blank: no ink stands out from the background"}
+
+
 def test_errors_have_exact_bodies_and_the_service_keeps_serving(client, mnist_test, known):
     cases = [
         ([("files", ("notes.txt", b"hello, not an image", "text/plain"))], 415,
