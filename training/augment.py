@@ -14,6 +14,13 @@ import torch
 import torch.nn.functional as F
 
 
+def mirror(images: torch.Tensor, generator: torch.Generator | None = None, share: float = 0.5) -> torch.Tensor:
+    """Images [N, C, H, W] with a random ``share`` of them flipped left to right."""
+    n = images.shape[0]
+    mirrored = (torch.rand(n, generator=generator) < share).to(images.device).view(n, 1, 1, 1)
+    return torch.where(mirrored, images.flip(-1), images)
+
+
 @dataclass(frozen=True)
 class AffineAugment:
     degrees: float = 12.0
@@ -66,9 +73,7 @@ class GarmentAugment:
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         n, _, height, width = images.shape
         device = images.device
-        mirrored = (torch.rand(n, generator=generator) < self.flip).to(device).view(n, 1, 1, 1)
-        images = torch.where(mirrored, images.flip(-1), images)
-        images = self.affine(images, generator)
+        images = self.affine(mirror(images, generator, self.flip), generator)
         # One rectangle per image (aspect 1/2..2), filled with the background level.
         area = torch.empty(n).uniform_(*self.erase_area, generator=generator) * height * width
         aspect = torch.exp(torch.empty(n).uniform_(math.log(0.5), math.log(2.0), generator=generator))
