@@ -4,10 +4,10 @@ Five baselines are trained here with one plain recipe (Adam with a one-cycle lea
 batch 128, no augmentation, the same epochs for all): Conv-MaxPool, Strided-Conv, a CNN with
 dropout, batch norm and an L2 penalty, and an RNN and an LSTM that read the image one row per
 step. The LSTM is ours to improve: it reads the rows in both directions and averages its
-outputs over them, trains 1.5 times the epochs, and on Fashion-MNIST trains on augmented images
-(shifted a pixel or two, rescaled by up to 5%, a rectangle erased; not mirrored: every shoe in
-Fashion-MNIST faces left, and mirroring measurably hurt this LSTM). The RNN and the LSTM are
-5-fold cross-validated on the training split, as in the original:
+outputs over them, trains 1.5 times the epochs, and on Fashion-MNIST sees half of each batch
+mirrored left to right (digits are not mirrored). Shifting, rescaling and erasing instead
+(``GarmentAugment`` without its mirror) did worse: 89.21% mean test accuracy against 89.98%.
+The RNN and the LSTM are 5-fold cross-validated on the training split, as in the original:
 each fold's model is trained on the other four fifths, scored on its fold, and on the test
 split; their test figures are the mean over the five models. The sixth row is our best CNN, the
 served checkpoint (``weights/fashion.pt``, ``weights/digit.pt``), trained by its own command with
@@ -40,7 +40,7 @@ from model.architectures import count_parameters
 from model.checkpoint import load_checkpoint
 from model.devices import select_device
 from training.data import FASHION_MNIST, MNIST, Dataset, DigitData, load_split
-from training.augment import GarmentAugment
+from training.augment import mirror
 from training.engine import batches, code_version, predict_logits, progress, seed_everything
 from training.plots import confusion_matrix, plot_confusion
 from training.studies.baselines import ConvMaxPool, RegularisedCNN, RowReader, StridedConv
@@ -87,7 +87,7 @@ class Table:
 
 TABLES = {
     "fashion": Table("fashion", FASHION_MNIST, Path("weights/fashion.pt"), 8,
-                     {"best CNN": 0.9114, "LSTM": 0.8993}, GarmentAugment(flip=0.0)),
+                     {"best CNN": 0.9114, "LSTM": 0.8993}, mirror),
     "mnist": Table("mnist", MNIST, Path("weights/digit.pt"), 4, {}, None),
 }
 TARGETS = {"fashion": {"best CNN": 0.940, "LSTM": 0.905}}
