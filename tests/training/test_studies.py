@@ -100,6 +100,29 @@ def test_architectures_rows_rerun_only_onto_a_stored_table(mnist_dir, tmp_path):
               "--datasets", "mnist", "--epochs", "1", "--limit", "300", "--models", "lstm"])
 
 
+def test_augmented_baselines_train_on_their_tables_augmentation():
+    """The LSTM trains on mirrored Fashion-MNIST batches (drawn from the run's seeded generator)
+    and on plain MNIST digits; the other baselines never see augmented images."""
+    import torch
+
+    from training.augment import mirror
+    from training.data import DigitData
+    from training.studies.architectures import BASELINES, TABLES, fit
+
+    assert [b.key for b in BASELINES if b.augmented] == ["lstm"]
+    assert TABLES["fashion"].augment is mirror and TABLES["mnist"].augment is None
+    seen: list[torch.Tensor] = []
+
+    def recording(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        assert isinstance(generator, torch.Generator)
+        seen.append(images)
+        return images.flip(-1)
+
+    data = DigitData(torch.randn(300, 1, 28, 28), torch.randint(0, 10, (300,)))
+    fit(BASELINES[0], data, 1, 0, torch.device("cpu"), "smoke", recording)
+    assert [len(batch) for batch in seen] == [128, 128, 44]
+
+
 def test_macro_metrics_weigh_every_class_the_same():
     import torch
 

@@ -39,8 +39,8 @@ from torch import nn
 from model.architectures import count_parameters
 from model.checkpoint import load_checkpoint
 from model.devices import select_device
-from training.data import FASHION_MNIST, MNIST, Dataset, DigitData, load_split
 from training.augment import mirror
+from training.data import FASHION_MNIST, MNIST, Dataset, DigitData, load_split
 from training.engine import batches, code_version, predict_logits, progress, seed_everything
 from training.plots import confusion_matrix, plot_confusion
 from training.studies.baselines import ConvMaxPool, RegularisedCNN, RowReader, StridedConv
