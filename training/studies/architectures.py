@@ -177,7 +177,7 @@ def run_baseline(baseline: Baseline, train: DigitData, test: DigitData, table: T
     return {"model": baseline.name, **mean, "accuracy_std": float(np.std([r["accuracy"] for r in runs])),
             "cv_accuracy": float(np.mean(cv)), "cv_accuracy_std": float(np.std(cv)), "cv_folds": cv,
             "confusion": np.sum([r["confusion"] for r in runs], axis=0).tolist(), "parameters": runs[0]["parameters"],
-            "epochs": epochs, "threads": threads if options.jobs > 1 else torch.get_num_threads(), "parallel_folds": options.jobs,
+            "epochs": epochs, "threads": threads, "parallel_folds": options.jobs,
             "augmented": augment is not None}
 
 

@@ -69,13 +69,12 @@ class RowReader(nn.Module):
     """
 
     def __init__(self, cell: str, hidden: int = 128, layers: int = 2, bidirectional: bool = False,
-                 readout: str = "last", dropout: float = 0.0) -> None:
+                 readout: str = "last") -> None:
         super().__init__()
         if readout not in ("last", "mean"):
             raise ValueError(f"readout must be 'last' or 'mean', not {readout!r}")
         recurrent = {"rnn": nn.RNN, "lstm": nn.LSTM}[cell]
-        self.recurrent = recurrent(28, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional,
-                                   dropout=dropout)
+        self.recurrent = recurrent(28, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional)
         self.readout = readout
         self.head = nn.Linear(hidden * (2 if bidirectional else 1), 10)
 
