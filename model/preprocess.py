@@ -16,7 +16,7 @@ see what serving will give them:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -251,6 +251,11 @@ _SPECK_HEIGHT = 0.3
 _MERGE_OVERLAP = 0.5
 # Binarisation level for segmentation: lighter ink is anti-aliasing, not strokes.
 _STROKE_LEVEL = 0.25
+# How far (a share of the row's digit height) faint ink shared by two digits is spread from
+# their strokes.
+_FAINT_REACH = 0.15
+# A fragment this close to a digit (a share of the row's digit height) may belong to it.
+_FRAGMENT_REACH = 0.2
 # Pieces shorter than this share of the row's median height are broken strokes, not digits.
 _FRAGMENT_HEIGHT = 0.45
 # Width, in units of the row's digit height, from which a glyph may be several touching digits
@@ -293,57 +298,146 @@ class _Glyph:
 
 
 def _glyphs(ink: np.ndarray) -> tuple[np.ndarray, list[_Glyph]]:
+    """The strokes' connected components: their label map and one glyph per component."""
     labels, count = label_components(ink > _STROKE_LEVEL)
-    glyphs: list[_Glyph] = []
-    for index in range(1, count + 1):
-        ys, xs = np.nonzero(labels == index)
-        glyphs.append(
-            _Glyph(int(xs.min()), int(xs.max()), int(ys.min()), int(ys.max()), [index], float(ink[ys, xs].sum()))
-        )
-    return labels, glyphs
+    top, bottom, left, right = _boxes(labels, count)
+    mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=count + 1)
+    return labels, [_Glyph(int(left[i]), int(right[i]), int(top[i]), int(bottom[i]), [i], float(mass[i]))
+                    for i in range(1, count + 1)]
+
+
+def _claim_faint_ink(labels: np.ndarray, ink: np.ndarray, steps: int) -> np.ndarray:
+    """``labels`` grown into the ink too faint to be a stroke (anti-aliased edges, a lightly
+    drawn loop). Without it a digit is read without its soft edges and light strokes, which
+    MNIST's digits have: a "9" whose loop is faint reads as a "7".
+
+    Faint ink connected to one component's strokes is that component's. Where faint ink joins
+    several (two digits' soft edges touching), each faint pixel goes to the component reached
+    first through the faint ink, up to ``steps`` pixels away. Faint ink touching no strokes stays
+    unclaimed: it is noise.
+    """
+    regions, count = label_components(ink > 0)
+    strokes = labels > 0
+    pairs = np.unique(regions[strokes].astype(np.int64) * (int(labels.max()) + 1) + labels[strokes])
+    region_of, label_of = np.divmod(pairs, int(labels.max()) + 1)
+    owners = np.bincount(region_of, minlength=count + 1)
+    single = owners[region_of] == 1
+    owner = np.zeros(count + 1, dtype=labels.dtype)
+    owner[region_of[single]] = label_of[single]
+    grown = np.where(strokes, labels, owner[regions])
+    shared = np.flatnonzero(owners > 1)
+    if shared.size:
+        boxes = _boxes(regions, count)
+        for region in shared:
+            window = (slice(boxes[0][region], boxes[1][region] + 1), slice(boxes[2][region], boxes[3][region] + 1))
+            grown[window] = _grow(grown[window], regions[window] == region, steps)
+    return grown
+
+
+def _boxes(labels: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Top, bottom, left and right (inclusive) of each label 1..count of a label map, indexed by
+    label (index 0, the background, is meaningless)."""
+    ys, xs = np.nonzero(labels)
+    which = labels[ys, xs]
+    top, left = np.full(count + 1, labels.shape[0]), np.full(count + 1, labels.shape[1])
+    bottom, right = np.zeros(count + 1, dtype=np.intp), np.zeros(count + 1, dtype=np.intp)
+    np.minimum.at(top, which, ys)
+    np.maximum.at(bottom, which, ys)
+    np.minimum.at(left, which, xs)
+    np.maximum.at(right, which, xs)
+    return top, bottom, left, right
+
+
+def _grow(labels: np.ndarray, within: np.ndarray, steps: int) -> np.ndarray:
+    """Spread non-zero ``labels`` into the zero pixels of ``within``, one pixel (8-connected) per step."""
+    grown = labels.copy()
+    unclaimed = within & (grown == 0)
+    height, width = grown.shape
+    for _ in range(steps):
+        padded = np.pad(grown, 1)
+        reach = np.zeros_like(grown)
+        for dy in (0, 1, 2):
+            for dx in (0, 1, 2):
+                np.maximum(reach, padded[dy : dy + height, dx : dx + width], out=reach)
+        claimed = unclaimed & (reach > 0)
+        if not claimed.any():
+            break
+        grown[claimed] = reach[claimed]
+        unclaimed &= ~claimed
+    return grown
 
 
 def _overlap(a: _Glyph, b: _Glyph) -> int:
     return max(0, min(a.right, b.right) - max(a.left, b.left) + 1)
 
 
-def _group(glyphs: list[_Glyph]) -> list[_Glyph]:
-    """Drop specks, then merge components that stack over the same columns, left to right."""
-    if not glyphs:
-        return []
-    biggest = max(g.mass for g in glyphs)
-    tallest = max(g.height for g in glyphs)
-    kept = [g for g in glyphs if not (g.mass < _SPECK_MASS * biggest and g.height < _SPECK_HEIGHT * tallest)]
-    kept.sort(key=lambda g: (g.left, -g.mass))
+def _gap(a: _Glyph, b: _Glyph) -> int:
+    """Blank pixels between two glyphs' boxes, across or down, whichever is more (0: they touch)."""
+    across = max(a.left - b.right, b.left - a.right, 1) - 1
+    down = max(a.top - b.bottom, b.top - a.bottom, 1) - 1
+    return max(across, down)
+
+
+def _stack(glyphs: list[_Glyph], row_height: float) -> list[_Glyph]:
+    """Merge components that stand over the same columns, left to right: the pieces of a digit
+    broken in two, or of a faint one broken in many. A short piece that starts left of a tall
+    one is not merged into it: it may be the previous digit's bar reaching over (a "5" before a
+    "1"), which ``_attach_fragments`` settles."""
     merged: list[_Glyph] = []
-    for glyph in kept:
-        if merged:
-            last = merged[-1]
-            shared = _overlap(last, glyph)
-            if shared >= _MERGE_OVERLAP * min(last.width, glyph.width):
-                last.absorb(glyph)
-                continue
-        merged.append(glyph)
+    for glyph in sorted(glyphs, key=lambda g: (g.left, -g.mass)):
+        last = merged[-1] if merged else None
+        if (last is not None and _overlap(last, glyph) >= _MERGE_OVERLAP * min(last.width, glyph.width)
+                and not (last.height < _FRAGMENT_HEIGHT * row_height <= glyph.height)):
+            merged[-1].absorb(glyph)
+        else:
+            merged.append(glyph)
     return merged
 
 
-def _absorb_fragments(groups: list[_Glyph]) -> list[_Glyph]:
-    """Merge short pieces into the nearest neighbour: a digit stands at least ~0.8 of the row's
-    typical height (MNIST's first percentile), a broken-off stroke well under half of it."""
-    if len(groups) < 2:
-        return groups
-    height = float(np.median([g.height for g in groups]))
-    groups = list(groups)
-    while True:
-        short = [i for i, g in enumerate(groups) if g.height < _FRAGMENT_HEIGHT * height]
-        if not short or len(groups) < 2:
-            return groups
-        i = min(short, key=lambda k: groups[k].mass)
-        piece = groups[i]
-        neighbours = [k for k in (i - 1, i + 1) if 0 <= k < len(groups)]
-        nearest = min(neighbours, key=lambda k: max(groups[k].left - piece.right, piece.left - groups[k].right, 0))
-        groups[nearest].absorb(piece)
-        del groups[i]
+def _own_ink(glyph: _Glyph, labels: np.ndarray, ink: np.ndarray,
+             boxes: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """The glyph's ink and nothing else: its components' pixels (faint edges included; ``boxes``
+    holds where each component reaches), cropped to their box."""
+    top, bottom, left, right = (part[glyph.labels] for part in boxes)
+    window = (slice(top.min(), bottom.max() + 1), slice(left.min(), right.max() + 1))
+    return _trim(np.where(np.isin(labels[window], glyph.labels), ink[window], 0.0))
+
+
+def _trim(ink: np.ndarray) -> np.ndarray:
+    """An ink map cropped to the box of its ink."""
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _attach_fragments(digits: list[_Glyph], fragments: list[_Glyph], specks: list[_Glyph], row_height: float,
+                      judge: Judge | None, read: Callable[[list[_Glyph]], np.ndarray]) -> None:
+    """Give each fragment (a detached bar, dot or broken stroke) to the digit it belongs to.
+
+    A fragment near one digit joins it. Near two (a "5"'s bar reaching over the gap to the next
+    digit), the judge decides: it joins the neighbour with which both digits read more surely,
+    the surer of the two readings' less certain digit, as cuts are chosen. Far from every digit,
+    a speck is dirt and is dropped; a larger piece joins the nearest digit.
+    """
+    reach = _FRAGMENT_REACH * row_height
+    contested: list[tuple[_Glyph, _Glyph, _Glyph]] = []
+    for fragment, speck in [(f, False) for f in fragments] + [(f, True) for f in specks]:
+        near = sorted(digits, key=lambda g: (_gap(g, fragment), -_overlap(g, fragment)))[:2]
+        within = [g for g in near if _gap(g, fragment) <= reach]
+        if len(within) == 2 and judge is not None and all(g.width < _MIGHT_BE_TWO * row_height for g in within):
+            contested.append((fragment, within[0], within[1]))
+        elif within or not speck:
+            near[0].absorb(fragment)
+    if not contested:
+        return
+    candidates: list[_Glyph] = []
+    for fragment, first, second in contested:
+        for glyph in (first, second):
+            joined = replace(glyph, labels=list(glyph.labels))
+            joined.absorb(fragment)
+            candidates += [glyph, joined]
+    confidence = judge(read(candidates)).reshape(-1, 4)  # per fragment: first, first + it, second, second + it
+    for (fragment, first, second), (a, a_with, b, b_with) in zip(contested, confidence):
+        (first if min(a_with, b) >= min(a, b_with) else second).absorb(fragment)
 
 
 def _cuts(profile: np.ndarray, pieces: int) -> list[tuple[int, int]]:
@@ -372,17 +466,19 @@ def _best_split(own: np.ndarray, judge: Judge | None, config: PreprocessConfig, 
     least confident digit the judge is surest of wins (a tie going to fewer pieces); a glyph of
     borderline width only splits in two on a clear gain. Without a judge, width alone decides.
     """
-    height, width = own.shape
-    ratio = width / (row_height or height)
+    profile = (own > _STROKE_LEVEL).sum(axis=0)
+    strokes = np.flatnonzero(profile)  # widths and cuts go by the strokes, not their faint edges
+    first, last = (int(strokes[0]), int(strokes[-1]) + 1) if strokes.size else (0, own.shape[1])
+    ratio = (last - first) / (row_height or own.shape[0])
     if ratio < (_MIGHT_BE_TWO if judge is not None else _MAYBE_SEVERAL):
         return [own]
-    profile = (own > _STROKE_LEVEL).sum(axis=0)
     most = 2 if ratio < _MAYBE_SEVERAL else max(2, min(4, int(ratio / 0.55)))
     options: list[list[np.ndarray]] = [[own]]
     for pieces in range(2, most + 1):
-        parts = [own[:, a:b] for a, b in _cuts(profile, pieces)]
-        if all(p.max() > 0 for p in parts):
-            options.append(parts)
+        bounds = [first + cut for cut, _ in _cuts(profile[first:last], pieces)][1:]
+        parts = [own[:, a:b] for a, b in zip([0, *bounds], [*bounds, own.shape[1]])]
+        if all(part.any() for part in parts):
+            options.append([_trim(part) for part in parts])
     if judge is None:
         wanted = 1 if ratio < _SURELY_SEVERAL else max(2, round(ratio / 0.8))
         return min(options, key=lambda o: abs(len(o) - wanted))
@@ -408,23 +504,37 @@ def _best_split(own: np.ndarray, judge: Judge | None, config: PreprocessConfig, 
 def split_ink(ink: np.ndarray, judge: Judge | None = None, config: PreprocessConfig = DEFAULT_CONFIG) -> list[np.ndarray]:
     """An ink map holding a row of digits -> one ink map per digit, left to right.
 
-    Connected components are found, specks dropped, components stacked over the same columns
-    or too short to be a digit merged into their neighbour (broken strokes), and glyphs wide
-    enough to be several touching digits cut where ``judge`` (the digit classifier) reads
-    them best. Each digit keeps only its own ink, so a neighbour reaching into its bounding box
-    does not leak into it.
+    The strokes' connected components are found; those stacked over the same columns are
+    merged (a digit broken in two); pieces too short to be a digit (a detached bar, a dot) are
+    given to the digit they belong to, and specks far from every digit dropped; glyphs wide
+    enough to be several touching digits are cut where ``judge`` (the digit classifier) reads
+    them best. Each digit keeps only its own ink, faint edges included, so a neighbour reaching
+    into its bounding box does not leak into it.
     """
     labels, glyphs = _glyphs(ink)
-    groups = _absorb_fragments(_group(glyphs))
-    if not groups:
+    if not glyphs:
         raise NoInkError("no digit found in the strip")
-    row_height = float(np.median([g.height for g in groups]))
-    digits: list[np.ndarray] = []
-    for group in groups:
-        window = (slice(group.top, group.bottom + 1), slice(group.left, group.right + 1))
-        own = np.where(np.isin(labels[window], group.labels), ink[window], 0.0)
-        digits.extend(_best_split(own, judge, config, row_height))
-    return digits
+    tallest = max(g.height for g in glyphs)
+    # The digits' height: broken strokes and specks, however many, do not pull it down.
+    row_height = float(np.median([g.height for g in glyphs if g.height >= 0.5 * tallest]))
+    biggest = max(g.mass for g in glyphs)
+    is_speck = [g.mass < _SPECK_MASS * biggest and g.height < _SPECK_HEIGHT * tallest for g in glyphs]
+    specks = [g for g, speck in zip(glyphs, is_speck) if speck]
+    # Specks are not stacked: a column of dots would stand as tall as a "1".
+    groups = _stack([g for g, speck in zip(glyphs, is_speck) if not speck], row_height)
+    digits = [g for g in groups if g.height >= _FRAGMENT_HEIGHT * row_height]
+    fragments = [g for g in groups if g.height < _FRAGMENT_HEIGHT * row_height]
+    labels = _claim_faint_ink(labels, ink, max(2, round(_FAINT_REACH * row_height)))
+    boxes = _boxes(labels, len(glyphs))
+
+    def read(candidates: list[_Glyph]) -> np.ndarray:
+        return np.stack([ink_to_array(_own_ink(g, labels, ink, boxes), config) for g in candidates])
+
+    _attach_fragments(digits, fragments, specks, row_height, judge, read)
+    pieces: list[np.ndarray] = []
+    for digit in digits:
+        pieces.extend(_best_split(_own_ink(digit, labels, ink, boxes), judge, config, row_height))
+    return pieces
 
 
 def preprocess_strip(image: Image.Image | np.ndarray, judge: Judge | None = None,

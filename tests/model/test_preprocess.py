@@ -167,6 +167,20 @@ def test_touching_digits_are_cut_apart(mnist_test, digit_checkpoint):
     assert _predict(digit_checkpoint, arrays).tolist() == [0, 7]
 
 
+@pytest.mark.parametrize(("index", "what"), [(1940, "a 5 whose top bar is detached and reaches over to the 1"),
+                                             (6592, "a 9 drawn in broken, partly faint strokes"),
+                                             (6558, "a 6 drawn in broken, partly faint strokes")])
+def test_a_digits_loose_pieces_stay_with_it(mnist_test, digit_checkpoint, index, what):
+    """Between a 0 and a 1, touching both: the digit's detached pieces and faint strokes are read
+    with it, not dropped or handed to a neighbour (which misread every one of these strips when
+    pieces went to the nearest neighbour and faint ink was cut away)."""
+    digits = np.array([3, index, 2])
+    assert mnist_test.labels[digits].tolist() == [0, int(mnist_test.labels[index]), 1], what
+    for seed in range(6):
+        strip = make_strip(mnist_test.images[digits], mnist_test.labels[digits], np.random.default_rng(seed), height=100)
+        assert _predict(digit_checkpoint, preprocess_strip(strip.image, _judge(digit_checkpoint))).tolist() == strip.labels
+
+
 def test_specks_are_not_digits(mnist_test):
     rng = np.random.default_rng(3)
     strip = make_strip(mnist_test.images[:4], mnist_test.labels[:4], rng, height=80)
