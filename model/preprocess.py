@@ -318,8 +318,9 @@ def _claim_faint_ink(labels: np.ndarray, ink: np.ndarray, steps: int) -> np.ndar
     """
     regions, count = label_components(ink > 0)
     strokes = labels > 0
-    pairs = np.unique(regions[strokes].astype(np.int64) * (int(labels.max()) + 1) + labels[strokes])
-    region_of, label_of = np.divmod(pairs, int(labels.max()) + 1)
+    base = int(labels.max()) + 1  # (region, label) pairs encoded as region * base + label
+    pairs = np.unique(regions[strokes].astype(np.int64) * base + labels[strokes])
+    region_of, label_of = np.divmod(pairs, base)
     owners = np.bincount(region_of, minlength=count + 1)
     single = owners[region_of] == 1
     owner = np.zeros(count + 1, dtype=labels.dtype)
@@ -468,7 +469,7 @@ def _best_split(own: np.ndarray, judge: Judge | None, config: PreprocessConfig, 
     """
     profile = (own > _STROKE_LEVEL).sum(axis=0)
     strokes = np.flatnonzero(profile)  # widths and cuts go by the strokes, not their faint edges
-    first, last = (int(strokes[0]), int(strokes[-1]) + 1) if strokes.size else (0, own.shape[1])
+    first, last = int(strokes[0]), int(strokes[-1]) + 1
     ratio = (last - first) / (row_height or own.shape[0])
     if ratio < (_MIGHT_BE_TWO if judge is not None else _MAYBE_SEVERAL):
         return [own]
@@ -478,7 +479,7 @@ def _best_split(own: np.ndarray, judge: Judge | None, config: PreprocessConfig, 
         bounds = [first + cut for cut, _ in _cuts(profile[first:last], pieces)][1:]
         parts = [own[:, a:b] for a, b in zip([0, *bounds], [*bounds, own.shape[1]])]
         if all(part.any() for part in parts):
-            options.append([_trim(part) for part in parts])
+            options.append(parts)
     if judge is None:
         wanted = 1 if ratio < _SURELY_SEVERAL else max(2, round(ratio / 0.8))
         return min(options, key=lambda o: abs(len(o) - wanted))
