@@ -73,8 +73,7 @@ def test_architectures_study_table(mnist_dir, tmp_path):
     assert [len(row.get("cv_folds", [])) for row in result["rows"]] == [0, 0, 0, 5, 5, 0]
     assert [row.get("epochs") for row in result["rows"]] == [1, 1, 1, 1, 2, None]  # the LSTM trains 1.5x the epochs
     for row in result["rows"]:
-        matrix = row["confusion"]
-        assert sum(map(sum, matrix)) == 10_000 * (5 if "cv_folds" in row else 1)
+        assert sum(map(sum, row["confusion"])) == 10_000  # one model's: the final one, for the cross-validated rows
         assert 0 <= row["f1"] <= 1 and row["parameters"] > 0
     best = result["rows"][-1]
     assert best["accuracy"] == pytest.approx(json.loads((WEIGHTS / "digit" / "metrics.json").read_text())["metrics"]["test_accuracy"], abs=2e-4)
@@ -91,13 +90,43 @@ def test_architectures_study_table(mnist_dir, tmp_path):
     assert [r for i, r in enumerate(rerun["rows"]) if i != 3] == [r for i, r in enumerate(result["rows"]) if i != 3]
     rnn = rerun["rows"][3]
     assert (rnn["parallel_folds"], rnn["threads"], len(rnn["cv_folds"])) == (2, max(1, torch.get_num_threads() // 2), 5)
-    assert sum(map(sum, rnn["confusion"])) == 5 * 10_000 and rnn != result["rows"][3]
+    assert sum(map(sum, rnn["confusion"])) == 10_000 and len(rnn["fold_accuracies"]) == 5 and rnn != result["rows"][3]
 
 
 def test_architectures_rows_rerun_only_onto_a_stored_table(mnist_dir, tmp_path):
     with pytest.raises(SystemExit, match="no stored mnist result for conv-maxpool, strided-conv, regularised-cnn, rnn"):
         main(["study", "architectures", "--data-dir", str(mnist_dir), "--device", "cpu", "--out", str(tmp_path),
               "--datasets", "mnist", "--epochs", "1", "--limit", "300", "--models", "lstm"])
+
+
+def test_cross_validated_rows_train_five_fold_models_and_a_final_one_on_everything(monkeypatch):
+    """The RNN's and LSTM's test columns come from a model trained on the whole training split,
+    like every other row's; the five fold models each leave their fold out and are scored on it."""
+    from dataclasses import replace
+
+    import torch
+
+    from training.data import DigitData
+    from training.studies import architectures
+    from training.studies.common import StudyOptions
+
+    trained: list[int] = []
+    real_fit = architectures.fit
+
+    def recording(baseline, data, *args):
+        trained.append(len(data.labels))
+        return real_fit(baseline, data, *args)
+
+    monkeypatch.setattr(architectures, "fit", recording)
+    generator = torch.Generator().manual_seed(0)
+    train = DigitData(torch.randn(300, 1, 28, 28, generator=generator), torch.randint(0, 10, (300,), generator=generator))
+    test = DigitData(torch.randn(50, 1, 28, 28, generator=generator), torch.randint(0, 10, (50,), generator=generator))
+    table = replace(architectures.TABLES["mnist"], epochs=1)
+    rnn = next(b for b in architectures.BASELINES if b.key == "rnn")
+    row = architectures.run_baseline(rnn, train, test, table, StudyOptions(), torch.device("cpu"))
+    assert trained == [240] * 5 + [300]
+    assert sum(map(sum, row["confusion"])) == 50 and len(row["fold_accuracies"]) == len(row["cv_folds"]) == 5
+    assert row["fold_accuracy"] == pytest.approx(sum(row["fold_accuracies"]) / 5)
 
 
 def test_augmented_baselines_train_on_their_tables_augmentation():

@@ -66,19 +66,25 @@ class RowReader(nn.Module):
     ``readout="mean"`` averages every step's output first: an item's evidence sits in its middle
     rows, and the average reaches it without carrying it through the blank rows below. A
     bidirectional reader also reads bottom to top, so each step sees the whole garment.
+    ``embed`` passes each row through a learned ``28 -> embed`` layer (with a ReLU) before the
+    recurrence, so the cell reads features of the row (edges, widths) rather than raw pixels;
+    ``dropout`` applies between the recurrent layers and before the classifier.
     """
 
     def __init__(self, cell: str, hidden: int = 128, layers: int = 2, bidirectional: bool = False,
-                 readout: str = "last") -> None:
+                 readout: str = "last", embed: int = 0, dropout: float = 0.0) -> None:
         super().__init__()
         if readout not in ("last", "mean"):
             raise ValueError(f"readout must be 'last' or 'mean', not {readout!r}")
         recurrent = {"rnn": nn.RNN, "lstm": nn.LSTM}[cell]
-        self.recurrent = recurrent(28, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional)
+        self.embed = nn.Sequential(nn.Linear(28, embed), nn.ReLU()) if embed else nn.Identity()
+        self.recurrent = recurrent(embed or 28, hidden, num_layers=layers, batch_first=True,
+                                   bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0)
         self.readout = readout
+        self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden * (2 if bidirectional else 1), 10)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         rows = images.squeeze(1)  # [N, 1, 28, 28] -> [N, 28 steps, 28 pixels]
-        outputs, _ = self.recurrent(rows)
-        return self.head(outputs.mean(1) if self.readout == "mean" else outputs[:, -1])
+        outputs, _ = self.recurrent(self.embed(rows))
+        return self.head(self.dropout(outputs.mean(1) if self.readout == "mean" else outputs[:, -1]))
