@@ -166,3 +166,25 @@ def test_macro_metrics_weigh_every_class_the_same():
     assert metrics["precision"] == pytest.approx(0.4)  # (0.8 + 0) / 2, an empty column counts as 0
     assert metrics["f1"] == pytest.approx((2 * 0.8 / 1.8) / 2)
     assert metrics["confusion"] == [[8, 0], [2, 0]]
+
+
+def test_the_lstm_reads_each_row_through_a_learned_embedding_with_dropout():
+    """The study's LSTM: each 28-pixel row becomes 128 features, which a bidirectional 2 x 128
+    LSTM reads; dropout only while training, so a trained model's readings are repeatable."""
+    import torch
+
+    from training.studies.architectures import BASELINES
+    from training.studies.baselines import RowReader
+
+    lstm = next(b for b in BASELINES if b.key == "lstm").build()
+    embedding = 28 * 128 + 128
+    recurrent = 2 * (4 * 128 * (128 + 128) + 8 * 128) + 2 * (4 * 128 * (256 + 128) + 8 * 128)
+    assert sum(p.numel() for p in lstm.parameters()) == embedding + recurrent + 256 * 10 + 10
+    images = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    lstm.train()
+    assert not torch.equal(lstm(images), lstm(images))
+    lstm.eval()
+    assert lstm(images).shape == (4, 10) and torch.equal(lstm(images), lstm(images))
+    with pytest.raises(ValueError, match="readout must be 'last' or 'mean'"):
+        RowReader("lstm", readout="max")
