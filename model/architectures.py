@@ -1,7 +1,8 @@
 """The served networks. Each takes its constructor arguments as plain values so that a checkpoint
 can carry them and rebuild the model by itself (``build_model``).
 
-Inputs are always the normalised [N, 1, 28, 28] tensors of ``model.preprocess``.
+Inputs are the normalised [N, 1, 28, 28] tensors of ``model.preprocess``, except for
+``GlyphCounter``, which sees a whole glyph of a strip (``model.preprocess.glyph_to_array``).
 """
 
 from __future__ import annotations
@@ -173,11 +174,42 @@ class FashionNet(nn.Module):
         return self.classifier(self.fc(self.conv(images))) / self.temperature
 
 
+class GlyphCounter(nn.Module):
+    """How many digits one glyph of a strip holds: 1, 2, ... ``most`` -> ``most`` logits.
+
+    A glyph is a connected run of ink; when digits touch, one glyph holds several. Whether a
+    wide glyph is one sprawling digit or a "1" touching a "7" is a question of shape that the
+    digit classifier cannot answer (it reads the merged "17" as a confident "7"), so a network
+    of its own looks at the whole glyph, drawn at the row's scale on a [1, 32, 96] canvas
+    (``glyph_to_array``): four stages of a 3x3 convolution with batch norm, the first three
+    pooled, then an average over the rows kept as four column bands (where along the glyph the
+    ink lies is the point), and a linear layer.
+    """
+
+    def __init__(self, channels: tuple[int, int, int, int] = (16, 32, 64, 64), most: int = 4, dropout: float = 0.2) -> None:
+        super().__init__()
+        c1, c2, c3, c4 = channels
+        self.conv = nn.Sequential(
+            *_conv(1, c1), nn.MaxPool2d(2),
+            *_conv(c1, c2), nn.MaxPool2d(2),
+            *_conv(c2, c3), nn.MaxPool2d(2),
+            *_conv(c3, c4),
+            nn.AdaptiveAvgPool2d((1, 4)),
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * c4, most))
+        self.most = most
+
+    def forward(self, glyphs: torch.Tensor) -> torch.Tensor:
+        """Logits [N, most]: index k is "k + 1 digits"."""
+        return self.head(self.conv(glyphs))
+
+
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "DigitNet": DigitNet,
     "SequenceNet": SequenceNet,
     "DigitSumNet": DigitSumNet,
     "FashionNet": FashionNet,
+    "GlyphCounter": GlyphCounter,
 }
 
 

@@ -459,42 +459,135 @@ Judge = Callable[[np.ndarray], np.ndarray]
 """Given [N, 28, 28] digit arrays, the classifier's confidence in each (its top probability)."""
 
 
-def _best_split(own: np.ndarray, judge: Judge | None, config: PreprocessConfig, row_height: float | None = None) -> list[np.ndarray]:
-    """One glyph that may be several touching digits -> its digits.
+GlyphCounts = Callable[[np.ndarray], np.ndarray]
+"""Given [N, 32, 96] glyph arrays (``glyph_to_array``), the probability that each holds 1, 2, ...
+digits: [N, most] (the glyph counter's softmax)."""
 
-    Narrow glyphs (measured against ``row_height``, the row's digit height) are one digit. A
-    wider one is cut into k = 1, 2, ... pieces at the thinnest columns, and the reading whose
-    least confident digit the judge is surest of wins (a tie going to fewer pieces); a glyph of
-    borderline width only splits in two on a clear gain. Without a judge, width alone decides.
-    """
+# The canvas a glyph is drawn on for the glyph counter: the row's digit height becomes
+# ``GLYPH_ROW`` pixels, so a glyph's width keeps its meaning (two touching digits span about
+# 1.4 row heights, 28 pixels; four fit in 96).
+GLYPH_HEIGHT, GLYPH_WIDTH, GLYPH_ROW = 32, 96, 20
+# Glyphs narrower than this (in row heights) are one digit without asking the counter: two
+# touching "1"s are the narrowest pair, and they are wider.
+COUNTED_WIDTH = 0.5
+# Readings the counter gives less than this probability are not tried.
+_COUNT_FLOOR = 1e-3
+
+
+@dataclass(frozen=True)
+class StripGlyph:
+    """One connected run of a strip's ink as segmentation found it: its own ink cropped to its
+    box (a digit, or several touching ones), the strip columns its strokes span, and the row's
+    digit height (the scale every width is measured against)."""
+
+    ink: np.ndarray
+    left: int
+    right: int  # inclusive
+    row_height: float
+
+    @property
+    def width_ratio(self) -> float:
+        """The strokes' width in row heights: how many digits the glyph could hold."""
+        return (self.right - self.left + 1) / self.row_height
+
+
+def glyph_to_array(glyph: StripGlyph) -> np.ndarray:
+    """A glyph -> the [32, 96] array in [0, 1] the glyph counter reads: drawn at the row's scale
+    (the row's digit height becomes 20 pixels; shrunk further only if it would not fit), peak 1,
+    centred. The scale is the row's, not the glyph's own, because width relative to the row is
+    what tells one wide digit from two narrow touching ones."""
+    height, width = glyph.ink.shape
+    scale = GLYPH_ROW / glyph.row_height
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    if new_h > GLYPH_HEIGHT or new_w > GLYPH_WIDTH:
+        shrink = min(GLYPH_HEIGHT / new_h, GLYPH_WIDTH / new_w)
+        new_h, new_w = max(1, int(new_h * shrink)), max(1, int(new_w * shrink))
+    patch = np.maximum(_resize(glyph.ink, new_w, new_h), 0.0)
+    patch /= max(float(patch.max()), 1e-6)
+    canvas = np.zeros((GLYPH_HEIGHT, GLYPH_WIDTH), dtype=np.float32)
+    top, left = (GLYPH_HEIGHT - new_h) // 2, (GLYPH_WIDTH - new_w) // 2
+    canvas[top : top + new_h, left : left + new_w] = patch
+    return canvas
+
+
+def _split_options(own: np.ndarray, pieces_wanted: Sequence[int]) -> list[list[np.ndarray]]:
+    """The glyph whole and cut into each number of ``pieces_wanted`` (> 1) at the thinnest columns
+    (cuts that would leave a piece without ink are skipped)."""
     profile = (own > _STROKE_LEVEL).sum(axis=0)
-    strokes = np.flatnonzero(profile)  # widths and cuts go by the strokes, not their faint edges
+    strokes = np.flatnonzero(profile)  # cuts go by the strokes, not their faint edges
     first, last = int(strokes[0]), int(strokes[-1]) + 1
-    ratio = (last - first) / (row_height or own.shape[0])
-    if ratio < (_MIGHT_BE_TWO if judge is not None else _MAYBE_SEVERAL):
-        return [own]
-    most = 2 if ratio < _MAYBE_SEVERAL else max(2, min(4, int(ratio / 0.55)))
     options: list[list[np.ndarray]] = [[own]]
-    for pieces in range(2, most + 1):
+    for pieces in pieces_wanted:
         bounds = [first + cut for cut, _ in _cuts(profile[first:last], pieces)][1:]
         parts = [own[:, a:b] for a, b in zip([0, *bounds], [*bounds, own.shape[1]])]
         if all(part.any() for part in parts):
             options.append(parts)
+    return options
+
+
+def _readable(options: list[list[np.ndarray]], config: PreprocessConfig) -> list[tuple[list[np.ndarray], np.ndarray]]:
+    """Each option with its pieces as 28x28 arrays; options with a piece that holds no digit dropped."""
+    out = []
+    for parts in options:
+        try:
+            out.append((parts, np.stack([ink_to_array(p, config) for p in parts])))
+        except NoInkError:
+            continue
+    return out
+
+
+def _least_confident(readable: list[tuple[list[np.ndarray], np.ndarray]], judge: Judge) -> list[float]:
+    """Per option, the judge's confidence in its least certain digit (one call for all): a
+    reading is as good as its weakest digit. The halves of a wide "0" may each look like a "1",
+    but rarely more surely than the whole looks like a "0"."""
+    confidence = judge(np.concatenate([arrays for _, arrays in readable]))
+    bounds = np.cumsum([0] + [len(arrays) for _, arrays in readable])
+    return [float(confidence[a:b].min()) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _counted_split(glyph: StripGlyph, counts: np.ndarray, judge: Judge | None, config: PreprocessConfig) -> list[np.ndarray]:
+    """A glyph cut as the glyph counter and the judge together read it best.
+
+    Each number of digits the counter finds plausible is tried (cut at the thinnest columns);
+    the reading maximising log P(count) + log(confidence in its least certain digit) wins. The
+    counter knows the shapes of touching digits; the judge knows where a cut leaves two good
+    digits. Without a judge, the counter's most likely count decides.
+    """
+    plausible = [k for k in range(2, len(counts) + 1) if counts[k - 1] >= _COUNT_FLOOR]
+    if not plausible:
+        return [glyph.ink]
+    options = _split_options(glyph.ink, plausible)
+    if judge is None:
+        wanted = int(np.argmax(counts)) + 1
+        return min(options, key=lambda o: abs(len(o) - wanted))
+    readable = _readable(options, config)
+    if not readable:
+        return [glyph.ink]
+    least = _least_confident(readable, judge)
+    scores = [np.log(counts[len(parts) - 1] + 1e-12) + np.log(confidence + 1e-12)
+              for (parts, _), confidence in zip(readable, least)]
+    return readable[int(np.argmax(scores))][0]
+
+
+def _best_split(glyph: StripGlyph, judge: Judge | None, config: PreprocessConfig) -> list[np.ndarray]:
+    """One glyph that may be several touching digits -> its digits, without a glyph counter.
+
+    Narrow glyphs (measured against the row's digit height) are one digit. A wider one is cut
+    into k = 1, 2, ... pieces at the thinnest columns, and the reading whose least confident
+    digit the judge is surest of wins (a tie going to fewer pieces); a glyph of borderline width
+    only splits in two on a clear gain. Without a judge, width alone decides.
+    """
+    own, ratio = glyph.ink, glyph.width_ratio
+    if ratio < (_MIGHT_BE_TWO if judge is not None else _MAYBE_SEVERAL):
+        return [own]
+    most = 2 if ratio < _MAYBE_SEVERAL else max(2, min(4, int(ratio / 0.55)))
+    options = _split_options(own, range(2, most + 1))
     if judge is None:
         wanted = 1 if ratio < _SURELY_SEVERAL else max(2, round(ratio / 0.8))
         return min(options, key=lambda o: abs(len(o) - wanted))
-    readable: list[tuple[list[np.ndarray], np.ndarray]] = []
-    for parts in options:
-        try:
-            readable.append((parts, np.stack([ink_to_array(p, config) for p in parts])))
-        except NoInkError:
-            continue
-    # One call to the judge for every candidate reading of this glyph.
-    confidence = judge(np.concatenate([arrays for _, arrays in readable]))
-    bounds = np.cumsum([0] + [len(arrays) for _, arrays in readable])
-    # A reading is as good as its least certain digit: the halves of a wide "0" may each look
-    # like a "1", but rarely more surely than the whole looks like a "0".
-    scores = [float(confidence[a:b].min()) - _SPLIT_PRIOR * (b - a - 1) for a, b in zip(bounds[:-1], bounds[1:])]
+    readable = _readable(options, config)
+    scores = [confidence - _SPLIT_PRIOR * (len(parts) - 1)
+              for (parts, _), confidence in zip(readable, _least_confident(readable, judge))]
     if ratio < _MAYBE_SEVERAL:  # borderline width: two digits only if clearly better read as two
         whole = next((s for (parts, _), s in zip(readable, scores) if len(parts) == 1), -1.0)
         two = next(((parts, s) for (parts, _), s in zip(readable, scores) if len(parts) == 2), None)
@@ -502,15 +595,16 @@ def _best_split(own: np.ndarray, judge: Judge | None, config: PreprocessConfig, 
     return readable[int(np.argmax(scores))][0]
 
 
-def split_ink(ink: np.ndarray, judge: Judge | None = None, config: PreprocessConfig = DEFAULT_CONFIG) -> list[np.ndarray]:
-    """An ink map holding a row of digits -> one ink map per digit, left to right.
+def find_glyphs(ink: np.ndarray, judge: Judge | None = None, config: PreprocessConfig = DEFAULT_CONFIG) -> list[StripGlyph]:
+    """An ink map holding a row of digits -> its glyphs, left to right: each a digit or several
+    touching ones, not yet cut apart.
 
     The strokes' connected components are found; those stacked over the same columns are
     merged (a digit broken in two); pieces too short to be a digit (a detached bar, a dot) are
-    given to the digit they belong to, and specks far from every digit dropped; glyphs wide
-    enough to be several touching digits are cut where ``judge`` (the digit classifier) reads
-    them best. Each digit keeps only its own ink, faint edges included, so a neighbour reaching
-    into its bounding box does not leak into it.
+    given to the digit they belong to (``judge``, the digit classifier's confidence, settles a
+    piece between two digits), and specks far from every digit dropped. Each glyph keeps only
+    its own ink, faint edges included, so a neighbour reaching into its bounding box does not
+    leak into it.
     """
     labels, glyphs = _glyphs(ink)
     if not glyphs:
@@ -532,19 +626,41 @@ def split_ink(ink: np.ndarray, judge: Judge | None = None, config: PreprocessCon
         return np.stack([ink_to_array(_own_ink(g, labels, ink, boxes), config) for g in candidates])
 
     _attach_fragments(digits, fragments, specks, row_height, judge, read)
+    # A glyph's left and right are its strokes' (its components before faint ink was claimed):
+    # widths go by the strokes, not their soft edges.
+    return [StripGlyph(_own_ink(digit, labels, ink, boxes), digit.left, digit.right, row_height) for digit in digits]
+
+
+def split_ink(ink: np.ndarray, judge: Judge | None = None, config: PreprocessConfig = DEFAULT_CONFIG,
+              counter: GlyphCounts | None = None) -> list[np.ndarray]:
+    """An ink map holding a row of digits -> one ink map per digit, left to right.
+
+    The glyphs (``find_glyphs``) wide enough to be several touching digits are cut where the
+    glyph counter and ``judge`` (the digit classifier) together read them best; without a
+    counter, where the judge alone does (``_best_split``).
+    """
+    glyphs = find_glyphs(ink, judge, config)
     pieces: list[np.ndarray] = []
-    for digit in digits:
-        pieces.extend(_best_split(_own_ink(digit, labels, ink, boxes), judge, config, row_height))
+    counted = [i for i, g in enumerate(glyphs) if counter is not None and g.width_ratio >= COUNTED_WIDTH]
+    counts = dict(zip(counted, counter(np.stack([glyph_to_array(glyphs[i]) for i in counted])))) if counted else {}
+    for i, glyph in enumerate(glyphs):
+        if counter is None:
+            pieces.extend(_best_split(glyph, judge, config))
+        elif i in counts:
+            pieces.extend(_counted_split(glyph, counts[i], judge, config))
+        else:
+            pieces.append(glyph.ink)
     return pieces
 
 
 def preprocess_strip(image: Image.Image | np.ndarray, judge: Judge | None = None,
-                     config: PreprocessConfig = DEFAULT_CONFIG) -> np.ndarray:
+                     config: PreprocessConfig = DEFAULT_CONFIG, counter: GlyphCounts | None = None) -> np.ndarray:
     """A strip image (a row of digits, either polarity) -> [N, 28, 28] arrays, left to right.
 
-    ``judge`` (the digit classifier's confidence) settles whether a wide glyph is one digit or
-    several touching ones; without it the glyph's width alone decides.
+    ``counter`` (the glyph counter's probabilities) and ``judge`` (the digit classifier's
+    confidence) settle whether a wide glyph is one digit or several touching ones; without
+    either, the glyph's width alone decides.
     """
     gray = to_gray(image) if isinstance(image, Image.Image) else image
-    pieces = split_ink(to_ink(gray, config), judge, config)
+    pieces = split_ink(to_ink(gray, config), judge, config, counter)
     return np.stack([ink_to_array(piece, config) for piece in pieces])

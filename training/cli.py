@@ -4,6 +4,7 @@
     python -m training train sequence  --data-dir ../shared/data/mnist --init-from weights/digit.pt
     python -m training train digit-sum --data-dir ../shared/data/mnist --init-from weights/digit.pt
     python -m training train fashion   # Fashion-MNIST: $FASHION_MNIST_DATA_DIR or Debian's dataset-fashion-mnist
+    python -m training train segmenter --data-dir ../shared/data/mnist   # judged by weights/digit.pt
     python -m training evaluate weights/digit.pt --data-dir ../shared/data/mnist
     python -m training study error-gallery --data-dir ../shared/data/mnist   # writes docs/studies/
 """
@@ -20,7 +21,7 @@ import torch
 
 from model.checkpoint import load_checkpoint
 from model.devices import select_device
-from training import digit, digit_sum, fashion, sequence
+from training import digit, digit_sum, fashion, segmenter, sequence
 from training.classifier import ClassifierTask
 from training.data import DATA_DIR_ENV, FASHION_MNIST
 from training.options import DEFAULTS, RunOptions
@@ -29,9 +30,10 @@ from training.studies.architectures import MODELS as ARCHITECTURE_MODELS
 
 # Each task: a module or a ``ClassifierTask``, both with ``train(options)`` and ``evaluate_command``.
 TASKS: dict[str, ModuleType | ClassifierTask] = {"digit": digit.TASK, "sequence": sequence, "digit-sum": digit_sum,
-                                                 "fashion": fashion.TASK}
+                                                 "fashion": fashion.TASK, "segmenter": segmenter}
 # Which task evaluates a checkpoint, by the architecture it names.
-BY_ARCHITECTURE = {"DigitNet": digit.TASK, "SequenceNet": sequence, "DigitSumNet": digit_sum, "FashionNet": fashion.TASK}
+BY_ARCHITECTURE = {"DigitNet": digit.TASK, "SequenceNet": sequence, "DigitSumNet": digit_sum, "FashionNet": fashion.TASK,
+                   "GlyphCounter": segmenter}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,8 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float, help="peak learning rate")
     train.add_argument("--val-size", type=int, default=5000, help="training images held out for validation")
-    train.add_argument("--limit", type=int, help="train on only this many images (smoke runs)")
-    train.add_argument("--init-from", type=Path, help="DigitNet checkpoint to start the encoder from (sequence, digit-sum)")
+    train.add_argument("--limit", type=int, help="train on only this many images (segmenter: strips) (smoke runs)")
+    train.add_argument("--init-from", type=Path, help="DigitNet checkpoint to start the encoder from (sequence, digit-sum), "
+                       "or to judge strip segmentation (segmenter; default weights/digit.pt)")
 
     evaluate = commands.add_parser("evaluate", help="recompute a checkpoint's test metrics")
     evaluate.add_argument("checkpoint", type=Path)

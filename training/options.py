@@ -12,6 +12,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "sequence": {"epochs": 8, "lr": 2e-3, "batch_size": 128},
     "digit-sum": {"epochs": 3, "lr": 1e-3, "batch_size": 128},
     "fashion": {"epochs": 24, "lr": 0.05, "batch_size": 128},
+    "segmenter": {"epochs": 8, "lr": 3e-3, "batch_size": 256},
 }
 
 
