@@ -250,7 +250,7 @@ def train(options: RunOptions) -> Path:
         "preprocess": DEFAULT_CONFIG.to_dict(),
         "input": {"height": GLYPH_HEIGHT, "width": GLYPH_WIDTH, "row_height": GLYPH_ROW, "counted_width": COUNTED_WIDTH},
         "parameters": count_parameters(model),
-        "dataset": {"name": "MNIST", "train_checksums": train_split.checksums, "test_checksums": test_split.checksums,
+        "dataset": {"name": "MNIST", "sha256": {**train_split.checksums, **test_split.checksums},
                     "strips": {"fit": fit_strips, "validation": val_strips, "test": test_strips, "read": read_count,
                                "lengths": "uniform 3..30", "gaps": "largest gap 1/3, 0.08 or 0 of a digit's width, in turn"},
                     "glyphs": {"fit": len(fit), "validation": len(val), "test": len(test)},
