@@ -59,6 +59,14 @@ def confidence(models: Models, arrays: np.ndarray) -> np.ndarray:
 
 
 @torch.inference_mode()
+def glyph_counts(models: Models, glyphs: np.ndarray) -> np.ndarray:
+    """The segmenter's probability that each [32, 96] strip glyph holds 1, 2, ... digits: with
+    the judge's confidence, it decides where touching digits are cut apart."""
+    inputs = torch.from_numpy(np.ascontiguousarray(glyphs, dtype=np.float32)).unsqueeze(1).to(models.device)
+    return models.nets.segmenter(inputs).softmax(dim=1).float().cpu().numpy()
+
+
+@torch.inference_mode()
 def fashion_batch(models: Models, payloads: list[np.ndarray]) -> list[Predictions]:
     """Per payload, [N, 28, 28] garment arrays -> class name, its index and probability, and
     every class's probability by name."""

@@ -53,7 +53,8 @@ def _single_arrays(uploads: list[Upload], config: PreprocessConfig, settings: Se
 def _strip_arrays(upload: Upload, models: Models, settings: Settings) -> np.ndarray:
     image: Image.Image = decode_image(upload.data, upload.label, settings.max_image_pixels)
     try:
-        arrays = preprocess_strip(image, lambda candidates: inference.confidence(models, candidates), models.preprocess)
+        arrays = preprocess_strip(image, lambda candidates: inference.confidence(models, candidates), models.preprocess,
+                                  lambda glyphs: inference.glyph_counts(models, glyphs))
     except NoInkError as error:
         raise ApiError(422, "no_digit_found", f"{upload.label}: {error}") from None
     if len(arrays) > settings.max_sequence_digits:

@@ -14,20 +14,22 @@ from model.architectures import count_parameters
 from model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from model.devices import select_device
 from model.inference import for_inference
-from model.preprocess import PreprocessConfig, normalise
+from model.preprocess import GLYPH_HEIGHT, GLYPH_WIDTH, PreprocessConfig, normalise
 
 log = logging.getLogger("app.registry")
 
-CHECKPOINTS = {"digit": "digit.pt", "sequence": "sequence.pt", "digit_sum": "digit_sum.pt", "fashion": "fashion.pt"}
+CHECKPOINTS = {"digit": "digit.pt", "sequence": "sequence.pt", "digit_sum": "digit_sum.pt", "fashion": "fashion.pt",
+               "segmenter": "segmenter.pt"}
 # The digit models share one preprocessing (the sequence endpoint feeds the same arrays to two
-# of them); the garment model has its own.
-DIGIT_MODELS = ("digit", "sequence", "digit_sum")
+# of them, and the segmenter counts digits in ink made by it); the garment model has its own.
+DIGIT_MODELS = ("digit", "sequence", "digit_sum", "segmenter")
 # Each model's study reports, as paths in the repository (``python -m training study ...`` writes them).
 REPORTS = {
     "digit": ["docs/studies/error-gallery.md", "docs/studies/calibration.md", "docs/studies/architectures.md"],
     "sequence": ["docs/studies/label-noise.md"],
     "digit_sum": [],
     "fashion": ["docs/studies/architectures.md"],
+    "segmenter": [],
 }
 
 
@@ -39,6 +41,7 @@ class Nets:
     sequence: nn.Module
     digit_sum: nn.Module
     fashion: nn.Module
+    segmenter: nn.Module
 
 
 @dataclass(frozen=True)
@@ -46,18 +49,21 @@ class Models:
     """The loaded checkpoints (identity, metadata, checksum), their networks in serving form,
     the device those run on, and the preprocessing the digit models were trained with (one for
     all three: the sequence endpoint feeds the same arrays to two of them). The garment model
-    carries its own (``fashion.preprocess``)."""
+    carries its own (``fashion.preprocess``). The segmenter counts the digits in each glyph of
+    a strip (``model.preprocess.split_ink``)."""
 
     digit: Checkpoint
     sequence: Checkpoint
     digit_sum: Checkpoint
     fashion: Checkpoint
+    segmenter: Checkpoint
     nets: Nets
     device: torch.device
     preprocess: PreprocessConfig
 
     def all(self) -> dict[str, Checkpoint]:
-        return {"digit": self.digit, "sequence": self.sequence, "digit_sum": self.digit_sum, "fashion": self.fashion}
+        return {"digit": self.digit, "sequence": self.sequence, "digit_sum": self.digit_sum, "fashion": self.fashion,
+                "segmenter": self.segmenter}
 
     def describe(self) -> list[dict[str, Any]]:
         """What ``GET /models`` shows for each model."""
@@ -95,6 +101,7 @@ def _warm_up(models: Models) -> None:
     models.nets.sequence(images, torch.tensor([2]))
     models.nets.digit_sum(images, torch.tensor([1, 2], device=models.device))
     models.nets.fashion(normalise(torch.zeros(2, 28, 28).numpy(), models.fashion.preprocess).to(models.device))
+    models.nets.segmenter(torch.zeros(2, 1, GLYPH_HEIGHT, GLYPH_WIDTH, device=models.device))
 
 
 def load_models(weights_dir: Path, device_choice: str) -> Models:

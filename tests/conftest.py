@@ -77,3 +77,8 @@ def digit_sum_checkpoint() -> Checkpoint:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def segmenter_checkpoint() -> Checkpoint:
+    return load_checkpoint(WEIGHTS / "segmenter.pt")

@@ -43,6 +43,7 @@ from model.preprocess import (
     GLYPH_ROW,
     GLYPH_WIDTH,
     Judge,
+    StripGlyph,
     find_glyphs,
     glyph_to_array,
     normalise,
@@ -94,6 +95,12 @@ def digit_judge(checkpoint: Checkpoint, device: torch.device) -> Judge:
     return judge
 
 
+def digits_held(glyph: StripGlyph, columns: list[tuple[int, int]]) -> int:
+    """How many of a strip's digits (each given by its first and last ink column) a glyph holds:
+    those whose middle column its strokes span."""
+    return sum(glyph.left - 0.5 <= (first + last) / 2 <= glyph.right + 0.5 for first, last in columns)
+
+
 def render_glyphs(split: Split, pool: np.ndarray, strips: int, rng: np.random.Generator, judge: Judge,
                   most: int, singles_kept: float = 1.0, description: str = "glyphs") -> GlyphSet:
     """``strips`` strips of digits drawn from ``pool`` (indices into ``split``), cut by the serving
@@ -105,11 +112,10 @@ def render_glyphs(split: Split, pool: np.ndarray, strips: int, rng: np.random.Ge
     for number in tqdm(range(strips), desc=description, unit="strip", dynamic_ncols=True, leave=False):
         index = rng.choice(pool, int(rng.integers(3, 31)))
         strip = make_strip(split.images[index], split.labels[index], rng, max_gap=GAPS[number % len(GAPS)])
-        centres = np.array([(first + last) / 2 for first, last in strip.columns])
         for glyph in find_glyphs(to_ink(to_gray(strip.image)), judge):
             if glyph.width_ratio < COUNTED_WIDTH:
                 continue
-            held = int(((centres >= glyph.left - 0.5) & (centres <= glyph.right + 0.5)).sum())
+            held = digits_held(glyph, strip.columns)
             if held == 0 or (held == 1 and rng.random() >= singles_kept):
                 continue
             arrays.append(glyph_to_array(glyph).astype(np.float16))

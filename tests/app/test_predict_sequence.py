@@ -48,6 +48,16 @@ def test_strip_with_and_without_a_four(client, mnist_test, known):
         assert body["probability"] > 0.95 if 4 in strip.labels else body["probability"] < 0.05
 
 
+def test_strip_of_touching_digits(client, mnist_test):
+    """Test digits 5553, 5437 and 3301 written with no gap: the "1" touches the "7", and the
+    service, its glyph counter telling the merged pair from one wide digit, reads all three."""
+    rng = np.random.default_rng(109)
+    index = rng.integers(0, len(mnist_test), 3)
+    strip = make_strip(mnist_test.images[index], mnist_test.labels[index], rng, height=80, max_gap=0.0)
+    body = client.post("/predict/sequence", files=[png_part("strip", strip.image)]).json()
+    _check(body, [1, 7, 2])
+
+
 def test_ordered_list_of_files(client, mnist_test, known):
     index = known[:9]
     files = [png_part("files", digit_image(mnist_test.images[i], size=80, black_on_white=k % 2 == 0)) for k, i in enumerate(index)]

@@ -12,7 +12,11 @@ from PIL import Image
 from model.checkpoint import Checkpoint
 from model.components import label_components
 from model.preprocess import (
+    GLYPH_HEIGHT,
+    GLYPH_WIDTH,
     NoInkError,
+    StripGlyph,
+    glyph_to_array,
     normalise,
     preprocess_digit,
     preprocess_digits,
@@ -179,6 +183,59 @@ def test_a_digits_loose_pieces_stay_with_it(mnist_test, digit_checkpoint, index,
     for seed in range(6):
         strip = make_strip(mnist_test.images[digits], mnist_test.labels[digits], np.random.default_rng(seed), height=100)
         assert _predict(digit_checkpoint, preprocess_strip(strip.image, _judge(digit_checkpoint))).tolist() == strip.labels
+
+
+def _counter(checkpoint: Checkpoint):
+    def counts(glyphs: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return checkpoint.model(torch.from_numpy(glyphs).unsqueeze(1)).softmax(1).numpy()
+
+    return counts
+
+
+@pytest.mark.parametrize(("seed", "digits", "judged_alone"), [(109, [5553, 5437, 3301], [7, 2]),
+                                                              (152, [6855, 2185, 3629], [7, 8]),
+                                                              (182, [7853, 1659, 442], [8, 3])])
+def test_the_glyph_counter_cuts_apart_touching_digits_the_judge_reads_as_one(mnist_test, digit_checkpoint,
+                                                                            segmenter_checkpoint, seed, digits, judged_alone):
+    """Test digits written with no gap, so that two of them touch: the digit classifier alone is
+    surer of the merged glyph than of its halves and drops a digit; with the glyph counter, the
+    strip reads right."""
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, len(mnist_test), 3)
+    assert index.tolist() == digits
+    strip = make_strip(mnist_test.images[index], mnist_test.labels[index], rng, height=80, max_gap=0.0)
+    judge = _judge(digit_checkpoint)
+    assert _predict(digit_checkpoint, preprocess_strip(strip.image, judge)).tolist() == judged_alone
+    counted = preprocess_strip(strip.image, judge, counter=_counter(segmenter_checkpoint))
+    assert _predict(digit_checkpoint, counted).tolist() == strip.labels
+
+
+def test_the_glyph_counter_alone_decides_without_a_judge(mnist_test, segmenter_checkpoint):
+    rng = np.random.default_rng(109)
+    index = rng.integers(0, len(mnist_test), 3)
+    strip = make_strip(mnist_test.images[index], mnist_test.labels[index], rng, height=80, max_gap=0.0)
+    assert len(preprocess_strip(strip.image)) == 2  # width alone: the touching pair is one digit
+    assert len(preprocess_strip(strip.image, counter=_counter(segmenter_checkpoint))) == 3
+
+
+def _drawn(array: np.ndarray) -> tuple[int, int, int, int]:
+    """Rows and columns of a drawn glyph: its height, width, top and left."""
+    rows, cols = np.flatnonzero(array.any(axis=1)), np.flatnonzero(array.any(axis=0))
+    return len(rows), len(cols), int(rows[0]), int(cols[0])
+
+
+def test_a_glyph_is_drawn_for_the_counter_at_its_rows_scale():
+    """The row's digit height becomes 20 pixels whatever the glyph's own size, so width keeps its
+    meaning; a glyph too wide for the canvas is shrunk to fit; it is centred, peak 1."""
+    block = np.full((50, 35), 0.6, dtype=np.float32)
+    array = glyph_to_array(StripGlyph(block, 0, 34, row_height=50.0))
+    assert array.shape == (GLYPH_HEIGHT, GLYPH_WIDTH) and array.dtype == np.float32
+    assert _drawn(array) == (20, 14, 6, 41) and array.max() == 1.0
+    assert _drawn(glyph_to_array(StripGlyph(block, 0, 34, row_height=100.0)))[:2] == (10, 7)  # half the row's height
+    wide = np.ones((50, 400), dtype=np.float32)
+    assert _drawn(glyph_to_array(StripGlyph(wide, 0, 399, row_height=50.0)))[:2] == (12, 96)
+    assert StripGlyph(wide, 0, 399, row_height=50.0).width_ratio == 8.0
 
 
 def test_specks_are_not_digits(mnist_test):

@@ -8,7 +8,7 @@ import torch
 
 from model.checkpoint import load_checkpoint
 from tests.conftest import WEIGHTS
-from training import digit, digit_sum, fashion, sequence
+from training import digit, digit_sum, fashion, segmenter, sequence
 
 CPU = torch.device("cpu")
 
@@ -60,3 +60,18 @@ def test_fashion_net_beats_the_original_best_cnn(fashion_dir):
     assert metrics["test_accuracy"] >= 0.94
     assert metrics["test_accuracy"] == pytest.approx(recorded["test_accuracy"], abs=2e-4)
     assert metrics["test_ece"] == pytest.approx(recorded["test_ece"], abs=5e-4)
+
+
+def test_segmenter_reads_more_strips_exactly_than_the_judge_alone(mnist_dir):
+    """The glyph counter exists to cut touching digits apart: on strips of test digits it must
+    read more of them exactly than segmentation without it, and the figures recorded in its
+    checkpoint must be the ones evaluation reproduces."""
+    checkpoint = load_checkpoint(WEIGHTS / "segmenter.pt")
+    metrics = segmenter.evaluate_command(checkpoint, str(mnist_dir), CPU)
+    recorded = checkpoint.metadata["metrics"]
+    assert metrics["test_strips"] == 1000 and metrics["test_glyphs"] == recorded["test_glyphs"]
+    assert metrics["test_strips_exact"] > metrics["test_strips_exact_without_counter"] + 0.01
+    assert metrics["test_strips_count_right"] >= 0.97
+    assert metrics["test_strips_contains_4_right"] >= 0.99
+    for key in ("test_accuracy", "test_strips_exact", "test_strips_exact_without_counter", "test_strips_count_right"):
+        assert metrics[key] == pytest.approx(recorded[key], abs=2e-3), key

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from model.checkpoint import load_checkpoint
 from training.cli import main
@@ -72,3 +73,23 @@ def test_fashion_one_batch(fashion_dir, tmp_path):
     assert metadata["dataset"]["name"] == "Fashion-MNIST"
     assert checkpoint.preprocess.centre == "box" and checkpoint.preprocess.box == 28
     assert metadata["metrics"]["test_samples"] == 10000
+
+
+def test_segmenter_trains_on_glyphs_of_rendered_strips(smoke_digit, mnist_dir, tmp_path):
+    """Strips of training digits cut by the serving segmentation, judged by a digit checkpoint:
+    the glyph counter trains, and its test figures include strips of test digits read end to
+    end with and without it."""
+    out = tmp_path / "segmenter.pt"
+    args = ["train", "segmenter", "--data-dir", str(mnist_dir), "--device", "cpu", "--limit", "24", "--epochs", "1",
+            "--init-from", str(smoke_digit), "--out", str(out)]
+    assert main(args) == 0
+    checkpoint = _check_run(out, "GlyphCounter")
+    metadata, metrics = checkpoint.metadata, checkpoint.metadata["metrics"]
+    assert metadata["labels"] == ["1 digit", "2 digits", "3 digits", "4+ digits"]
+    assert metadata["dataset"]["strips"]["fit"] == 24 and metadata["dataset"]["strips"]["read"] == 8
+    assert metadata["hyperparameters"]["judge"].startswith("digit.pt (")
+    assert metrics["test_glyphs"] == metadata["dataset"]["glyphs"]["test"] > 0
+    assert metrics["test_merges_missed"] <= metrics["test_merges"]
+    for key in ("exact", "count_right", "contains_4_right"):
+        assert 0.0 <= metrics[f"test_strips_{key}"] <= 1.0 and 0.0 <= metrics[f"test_strips_{key}_without_counter"] <= 1.0
+    assert checkpoint.model(torch.zeros(3, 1, 32, 96)).shape == (3, 4)
