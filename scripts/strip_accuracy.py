@@ -1,7 +1,7 @@
 """Measure how well the service reads strips of MNIST test digits, through the real HTTP app.
 
 Each strip: 3-30 test digits, black ink on white, 40-140 px tall, gaps between digits drawn
-uniformly from 0 to 1/3 of a digit's width (tests/imaging.make_strip). It is uploaded as PNG to
+uniformly from 0 to 1/3 of a digit's width (training/strips.make_strip). It is uploaded as PNG to
 POST /predict/sequence and the answer compared with the truth:
 
     python scripts/strip_accuracy.py --data-dir ../shared/data/mnist --count 1000
