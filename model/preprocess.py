@@ -525,6 +525,22 @@ def _split_options(own: np.ndarray, pieces_wanted: Sequence[int]) -> list[list[n
     return options
 
 
+# Two touching digits are also cut at every few columns of the glyph's middle half (the judge
+# picks the cut): the thinnest column is often inside a digit, where a loop narrows.
+_PAIR_CUT_SPAN = (0.2, 0.8)
+_PAIR_CUTS = 40
+
+
+def _pair_cuts(own: np.ndarray) -> list[list[np.ndarray]]:
+    """The glyph cut in two at evenly spaced columns across the middle of its strokes."""
+    strokes = np.flatnonzero((own > _STROKE_LEVEL).any(axis=0))
+    first, width = int(strokes[0]), int(strokes[-1]) + 1 - int(strokes[0])
+    low, high = (first + round(share * width) for share in _PAIR_CUT_SPAN)
+    step = max(1, width // _PAIR_CUTS)
+    options = [[own[:, :cut], own[:, cut:]] for cut in range(low, high + 1, step)]
+    return [parts for parts in options if all(part.any() for part in parts)]
+
+
 def _readable(options: list[list[np.ndarray]], config: PreprocessConfig) -> list[tuple[list[np.ndarray], np.ndarray]]:
     """Each option with its pieces as 28x28 arrays; options with a piece that holds no digit dropped."""
     out = []
@@ -548,10 +564,11 @@ def _least_confident(readable: list[tuple[list[np.ndarray], np.ndarray]], judge:
 def _counted_split(glyph: StripGlyph, counts: np.ndarray, judge: Judge | None, config: PreprocessConfig) -> list[np.ndarray]:
     """A glyph cut as the glyph counter and the judge together read it best.
 
-    Each number of digits the counter finds plausible is tried (cut at the thinnest columns);
-    the reading maximising log P(count) + log(confidence in its least certain digit) wins. The
-    counter knows the shapes of touching digits; the judge knows where a cut leaves two good
-    digits. Without a judge, the counter's most likely count decides.
+    Each number of digits the counter finds plausible is tried (cut at the thinnest columns;
+    two digits also at every few columns across the glyph's middle, ``_pair_cuts``); the reading
+    maximising log P(count) + log(confidence in its least certain digit) wins. The counter knows
+    the shapes of touching digits; the judge knows where a cut leaves two good digits. Without a
+    judge, the counter's most likely count decides.
     """
     plausible = [k for k in range(2, len(counts) + 1) if counts[k - 1] >= _COUNT_FLOOR]
     if not plausible:
@@ -560,6 +577,8 @@ def _counted_split(glyph: StripGlyph, counts: np.ndarray, judge: Judge | None, c
     if judge is None:
         wanted = int(np.argmax(counts)) + 1
         return min(options, key=lambda o: abs(len(o) - wanted))
+    if 2 in plausible:
+        options += _pair_cuts(glyph.ink)
     readable = _readable(options, config)
     if not readable:
         return [glyph.ink]

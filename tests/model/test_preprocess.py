@@ -211,6 +211,23 @@ def test_the_glyph_counter_cuts_apart_touching_digits_the_judge_reads_as_one(mni
     assert _predict(digit_checkpoint, counted).tolist() == strip.labels
 
 
+@pytest.mark.parametrize(("seed", "digits", "thinnest_column"), [(131, [4655, 6464, 3064], [8, 7, 8]),
+                                                                 (201, [2995, 9907, 1339], [6, 2, 5]),
+                                                                 (288, [2256, 7333, 3966], [1, 0, 9])])
+def test_two_touching_digits_are_cut_where_both_read_best(mnist_test, digit_checkpoint, segmenter_checkpoint, monkeypatch,
+                                                         seed, digits, thinnest_column):
+    """The thinnest column of a touching pair is often inside a digit (where a loop narrows): cut
+    there, both halves misread. Cuts across the pair's middle are tried and the judge picks."""
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, len(mnist_test), 3)
+    assert index.tolist() == digits
+    strip = make_strip(mnist_test.images[index], mnist_test.labels[index], rng, height=80, max_gap=0.0)
+    judge, counter = _judge(digit_checkpoint), _counter(segmenter_checkpoint)
+    assert _predict(digit_checkpoint, preprocess_strip(strip.image, judge, counter=counter)).tolist() == strip.labels
+    monkeypatch.setattr("model.preprocess._pair_cuts", lambda own: [])  # the thinnest column only
+    assert _predict(digit_checkpoint, preprocess_strip(strip.image, judge, counter=counter)).tolist() == thinnest_column
+
+
 def test_the_glyph_counter_alone_decides_without_a_judge(mnist_test, segmenter_checkpoint):
     rng = np.random.default_rng(109)
     index = rng.integers(0, len(mnist_test), 3)
