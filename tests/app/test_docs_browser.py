@@ -24,7 +24,7 @@ BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 def served() -> Iterator[str]:
     """``python -m app`` (what ``make serve`` runs) on a free port."""
     with running_service() as service:
-        assert any(" ready: 4 models on cpu" in line for line in service.lines), "".join(service.lines)
+        assert any(" ready: 5 models on cpu" in line for line in service.lines), "".join(service.lines)
         yield service.url
 
 
