@@ -48,7 +48,7 @@ class Nets:
 class Models:
     """The loaded checkpoints (identity, metadata, checksum), their networks in serving form,
     the device those run on, and the preprocessing the digit models were trained with (one for
-    all three: the sequence endpoint feeds the same arrays to two of them). The garment model
+    all of them: the sequence endpoint feeds the same arrays to two of them). The garment model
     carries its own (``fashion.preprocess``). The segmenter counts the digits in each glyph of
     a strip (``model.preprocess.split_ink``)."""
 
