@@ -525,7 +525,7 @@ def _split_options(own: np.ndarray, pieces_wanted: Sequence[int]) -> list[list[n
     return options
 
 
-# Two touching digits are also cut at every few columns of the glyph's middle half (the judge
+# Two touching digits are also cut at every few columns across the middle 60% of the glyph (the judge
 # picks the cut): the thinnest column is often inside a digit, where a loop narrows.
 _PAIR_CUT_SPAN = (0.2, 0.8)
 _PAIR_CUTS = 40

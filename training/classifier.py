@@ -28,6 +28,7 @@ from training.engine import (
     batches,
     expected_calibration_error,
     fit_temperature,
+    optimise,
     predict_logits,
     progress,
     provenance,
@@ -110,10 +111,7 @@ def train_classifier(options: RunOptions, task: ClassifierTask) -> Path:
             targets = fit_labels[index]
             logits = model(images)
             loss = F.cross_entropy(logits, targets, label_smoothing=task.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            optimise(loss, optimizer, scheduler)
             ema.update_parameters(model)
             seen += len(index)
             loss_sum += loss.item() * len(index)

@@ -27,6 +27,7 @@ from training.digit import LABELS, load_init
 from training.engine import (
     History,
     batches,
+    optimise,
     progress,
     provenance,
     seed_everything,
@@ -138,10 +139,7 @@ def train(options: RunOptions) -> Path:
             labels = fit_labels[index]
             logits, sums = model(images, numbers)
             loss = F.cross_entropy(logits, labels) + SUM_LOSS_WEIGHT * F.mse_loss(sums, (labels + numbers).float())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            optimise(loss, optimizer, scheduler)
             seen += len(index)
             loss_sum += loss.item() * len(index)
             correct += int(sums.round().long().eq(labels + numbers).sum())

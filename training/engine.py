@@ -37,6 +37,15 @@ def progress(iterable: Any, total: int, description: str) -> tqdm:
     return tqdm(iterable, total=total, desc=description, unit="batch", dynamic_ncols=True, leave=False)
 
 
+def optimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """One training step: the gradients of ``loss``, the optimiser's update, and the schedule's
+    next learning rate."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+
+
 @dataclass
 class History:
     """Per-epoch train/validation loss and accuracy: the training curves."""

@@ -53,7 +53,16 @@ from model.preprocess import (
 )
 from training.data import Split, load_split, train_val_indices
 from training.digit import load_init
-from training.engine import History, batches, predict_logits, progress, provenance, seed_everything, write_json
+from training.engine import (
+    History,
+    batches,
+    optimise,
+    predict_logits,
+    progress,
+    provenance,
+    seed_everything,
+    write_json,
+)
 from training.options import RunOptions
 from training.plots import confusion_matrix, plot_confusion, plot_curves
 from training.strips import make_strip
@@ -180,13 +189,21 @@ def glyph_metrics(logits: torch.Tensor, classes: torch.Tensor) -> dict[str, Any]
     }
 
 
-def test_strip_metrics(split: Split, count: int, judge: Judge, digit: Checkpoint, device: torch.device,
-                       counter: torch.nn.Module) -> dict[str, float]:
-    with_counter = read_strips(split, count, TEST_SEED, judge, digit, device, counter)
-    without = read_strips(split, count, TEST_SEED, judge, digit, device, None)
-    return {"test_strips": count,
-            **{f"test_strips_{key}": value for key, value in with_counter.items()},
-            **{f"test_strips_{key}_without_counter": value for key, value in without.items()}}
+def test_metrics(model: GlyphCounter, split: Split, glyph_strips: int, read_count: int, judge: Judge, digit: Checkpoint,
+                 device: torch.device) -> tuple[dict[str, Any], np.ndarray]:
+    """The counter's test figures (what training records and ``evaluate`` recomputes): on the
+    glyphs of ``glyph_strips`` strips of the split's digits, and on ``read_count`` strips read end
+    to end with and without it. Returns the metrics and the glyphs' confusion matrix."""
+    glyphs = render_glyphs(split, np.arange(len(split)), glyph_strips, np.random.default_rng(TEST_SEED), judge, model.most,
+                           description="test glyphs")
+    metrics = glyph_metrics(_logits(model, glyphs, device, 0.0), glyphs.classes)
+    confusion = np.array(metrics.pop("confusion"))
+    with_counter = read_strips(split, read_count, TEST_SEED, judge, digit, device, model)
+    without = read_strips(split, read_count, TEST_SEED, judge, digit, device, None)
+    metrics.update({"test_strips": read_count,
+                    **{f"test_strips_{key}": value for key, value in with_counter.items()},
+                    **{f"test_strips_{key}_without_counter": value for key, value in without.items()}})
+    return metrics, confusion
 
 
 def train(options: RunOptions) -> Path:
@@ -205,8 +222,6 @@ def train(options: RunOptions) -> Path:
     fit_strips, val_strips, test_strips, read_count = (max(8, round(n * scale)) for n in (FIT_STRIPS, VAL_STRIPS, TEST_STRIPS, READ_STRIPS))
     fit = render_glyphs(train_split, fit_pool, fit_strips, rng, judge, most, SINGLES_KEPT, "fit glyphs")
     val = render_glyphs(train_split, val_pool, val_strips, rng, judge, most, description="validation glyphs")
-    test = render_glyphs(test_split, np.arange(len(test_split)), test_strips, np.random.default_rng(TEST_SEED), judge, most,
-                         description="test glyphs")
     prior_shift = -math.log(SINGLES_KEPT)
 
     model = GlyphCounter(**ARGUMENTS).to(device)
@@ -223,10 +238,7 @@ def train(options: RunOptions) -> Path:
             targets = fit.classes[index].to(device)
             logits = model(images)
             loss = F.cross_entropy(logits, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            optimise(loss, optimizer, scheduler)
             seen += len(index)
             loss_sum += loss.item() * len(index)
             correct += int(logits.argmax(1).eq(targets).sum())
@@ -241,10 +253,8 @@ def train(options: RunOptions) -> Path:
     model.load_state_dict(best[1])
     with torch.no_grad():  # the fit set's missing one-digit glyphs, restored to the prior
         model.head[-1].bias[0] += prior_shift
-    metrics = glyph_metrics(_logits(model, test, device, 0.0), test.classes)
-    confusion = np.array(metrics.pop("confusion"))
+    metrics, confusion = test_metrics(model, test_split, test_strips, read_count, judge, digit, device)
     metrics["val_nll"] = best[0]
-    metrics.update(test_strip_metrics(test_split, read_count, judge, digit, device, model))
 
     metadata = {
         "name": "segmenter",
@@ -259,7 +269,7 @@ def train(options: RunOptions) -> Path:
         "dataset": {"name": "MNIST", "sha256": {**train_split.checksums, **test_split.checksums},
                     "strips": {"fit": fit_strips, "validation": val_strips, "test": test_strips, "read": read_count,
                                "lengths": "uniform 3..30", "gaps": "largest gap 1/3, 0.08 or 0 of a digit's width, in turn"},
-                    "glyphs": {"fit": len(fit), "validation": len(val), "test": len(test)},
+                    "glyphs": {"fit": len(fit), "validation": len(val), "test": metrics["test_glyphs"]},
                     "singles_kept": SINGLES_KEPT},
         "hyperparameters": {**options.hyperparameters(), "optimizer": "AdamW wd 1e-4", "schedule": "one-cycle",
                             "augmentation": f"horizontal shift up to {SHIFT_PIXELS} px",
@@ -273,7 +283,7 @@ def train(options: RunOptions) -> Path:
     plot_curves(history.epochs, options.artefacts / "curves.png",
                 f"GlyphCounter (test glyphs {100 * metrics['test_accuracy']:.2f}% right; "
                 f"test strips read exactly {100 * metrics['test_strips_exact']:.1f}%)")
-    plot_confusion(confusion, LABELS, options.artefacts / "confusion.png", f"GlyphCounter, {len(test)} glyphs of test strips")
+    plot_confusion(confusion, LABELS, options.artefacts / "confusion.png", f"GlyphCounter, {metrics['test_glyphs']} glyphs of test strips")
     return options.out
 
 
@@ -282,11 +292,4 @@ def evaluate_command(checkpoint: Checkpoint, data_dir: str | None, device: torch
     is ``weights/digit.pt``)."""
     digit = load_checkpoint(DEFAULT_JUDGE, map_location=device)
     judge = digit_judge(digit, device)
-    test_split = load_split("test", data_dir)
-    model = checkpoint.model
-    test = render_glyphs(test_split, np.arange(len(test_split)), TEST_STRIPS, np.random.default_rng(TEST_SEED), judge,
-                         model.most, description="test glyphs")
-    metrics = glyph_metrics(_logits(model, test, device, 0.0), test.classes)
-    metrics.pop("confusion")
-    metrics.update(test_strip_metrics(test_split, READ_STRIPS, judge, digit, device, model))
-    return metrics
+    return test_metrics(checkpoint.model, load_split("test", data_dir), TEST_STRIPS, READ_STRIPS, judge, digit, device)[0]

@@ -35,6 +35,7 @@ from training.digit import load_init
 from training.engine import (
     History,
     batches,
+    optimise,
     progress,
     provenance,
     seed_everything,
@@ -158,10 +159,7 @@ def train(options: RunOptions) -> Path:
             logits = model.read(pad_by_lengths(flat, lengths), lengths)
             targets = targets_all[index].to(device)
             loss = sequence_loss(options.loss, logits, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            optimise(loss, optimizer, scheduler)
             seen += len(index)
             loss_sum += loss.item() * len(index)
             correct += int((logits > 0).float().eq(targets).sum())
