@@ -58,6 +58,12 @@ WHEEL_SERVER=""
 cleanup() {
   set +e
   docker compose -p "$COMPOSE_PROJECT_NAME" down --timeout 10 >/dev/null 2>&1
+  # Each build leaves the last image untagged and adds to the build cache: unpruned, the engine's
+  # data grew to 58 GB over a day of runs and filled the disk. Keep the newest image and a
+  # bounded cache (for a quicker rebuild), drop the rest.
+  docker image prune --force >/dev/null 2>&1
+  docker builder prune --force --keep-storage "${BUILD_CACHE_KEEP:-3GB}" >/dev/null 2>&1
+  echo "engine data after pruning: $(du -sh "$ENGINE/data" 2>/dev/null | cut -f1)"
   [ -n "$WHEEL_SERVER" ] && kill "$WHEEL_SERVER" 2>/dev/null
   if [ -f "$ENGINE/docker.pid" ]; then
     kill "$(cat "$ENGINE/docker.pid")" 2>/dev/null
