@@ -8,6 +8,10 @@ POST /predict/sequence and the answer compared with the truth:
 
 Lengths are drawn uniformly from 3..30 (``--lengths uniform``, the harder case: 16.5 digits on
 average) or as in the study, N(10, 3) clipped to 3..30 (``--lengths study``).
+
+Beside the service's figures it prints a ceiling: the strips whose every digit the digit model
+reads right as the clean 28x28 test image, i.e. what perfect segmentation would score. The gap
+between the two is what segmentation loses; the ceiling is the digit model's own limit.
 """
 
 from __future__ import annotations
@@ -23,13 +27,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.app.conftest import make_client, png_part  # noqa: E402
 from tests.imaging import make_strip  # noqa: E402
+from model.checkpoint import load_checkpoint  # noqa: E402
+from model.preprocess import normalise, preprocess_digits  # noqa: E402
 from training.data import load_split  # noqa: E402
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
 
 def lengths_for(kind: str, count: int, rng: np.random.Generator) -> np.ndarray:
     if kind == "uniform":
         return rng.integers(3, 31, count)
     return np.clip(np.rint(rng.normal(10, 3, count)), 3, 30).astype(int)
+
+
+def clean_reading(split) -> np.ndarray:
+    """The digit model's label for every image of the split as a clean 28x28 image."""
+    import torch
+
+    model = load_checkpoint(WEIGHTS / "digit.pt").model
+    arrays = preprocess_digits(split.images)
+    with torch.inference_mode():
+        return np.concatenate([model(normalise(arrays[i : i + 1000])).argmax(1).numpy()
+                               for i in range(0, len(arrays), 1000)])
 
 
 def main() -> int:
@@ -41,13 +60,16 @@ def main() -> int:
     args = parser.parse_args()
 
     test = load_split("test", args.data_dir)
+    clean_right = clean_reading(test) == test.labels
     rng = np.random.default_rng(args.seed)
+    ceiling = 0
     exact = four_right = count_right = digits_total = digits_wrong = 0
     started = time.perf_counter()
     with make_client() as client:
         for length in lengths_for(args.lengths, args.count, rng):
             index = rng.integers(0, len(test), int(length))
             strip = make_strip(test.images[index], test.labels[index], rng)
+            ceiling += bool(clean_right[index].all())
             response = client.post("/predict/sequence", files=[png_part("strip", strip.image, name="strip.png")])
             if response.status_code != 200:
                 print(f"HTTP {response.status_code}: {response.text}", file=sys.stderr)
@@ -65,6 +87,7 @@ def main() -> int:
     print(f"strips: {n} (lengths {args.lengths} 3..30, {digits_total / n:.1f} digits on average), seed {args.seed}")
     print("| measure | value |\n| --- | --- |")
     print(f"| digits read exactly right (whole strip) | {100 * exact / n:.2f}% |")
+    print(f"| ceiling: every digit read right as a clean test image (perfect segmentation) | {100 * ceiling / n:.2f}% |")
     print(f"| contains_4 right | {100 * four_right / n:.2f}% |")
     print(f"| digit count right | {100 * count_right / n:.2f}% |")
     print(f"| digit error rate (strips with the right count) | {100 * digits_wrong / max(digits_total, 1):.3f}% |")
