@@ -258,6 +258,12 @@ _FAINT_REACH = 0.15
 _FRAGMENT_REACH = 0.2
 # Pieces shorter than this share of the row's median height are broken strokes, not digits.
 _FRAGMENT_HEIGHT = 0.45
+# Pieces lighter than this share of the row's median digit mass are slivers of a digit, however
+# tall: the lightest whole digit of MNIST's test split (a thin "1") has 0.28 of the median
+# digit's stroke pixels.
+_SLIVER_MASS = 0.15
+# Two neighbouring glyphs narrower together than this (in row heights) may be one broken digit.
+_JOINED_WIDTH = 1.1
 # Width, in units of the row's digit height, from which a glyph may be several touching digits
 # (single MNIST digits: 1.25 at the 99th percentile), and from which it almost surely is (1.67 at
 # the 99.9th). The row's height rather than the glyph's own: digits in a row share one scale, and
@@ -411,13 +417,18 @@ def _trim(ink: np.ndarray) -> np.ndarray:
 
 
 def _attach_fragments(digits: list[_Glyph], fragments: list[_Glyph], specks: list[_Glyph], row_height: float,
-                      judge: Judge | None, read: Callable[[list[_Glyph]], np.ndarray]) -> None:
+                      judge: Judge | None, read: Callable[[list[_Glyph]], np.ndarray],
+                      holds: Callable[[list[_Glyph]], np.ndarray] | None = None) -> None:
     """Give each fragment (a detached bar, dot or broken stroke) to the digit it belongs to.
 
     A fragment near one digit joins it. Near two (a "5"'s bar reaching over the gap to the next
     digit), the judge decides: it joins the neighbour with which both digits read more surely,
-    the surer of the two readings' less certain digit, as cuts are chosen. Far from every digit,
-    a speck is dirt and is dropped; a larger piece joins the nearest digit.
+    the surer of the two readings' less certain digit, as cuts are chosen. With ``holds`` (the
+    glyph counter's probabilities), each side is also weighed by the odds that the neighbour,
+    fragment joined, still holds as many digits as it did without it: the loop of a broken "6"
+    joined to the "8" before it makes a glyph the counter sees as two digits, while the "6" it
+    came from reads only fairly surely without it. Far from every digit, a speck is dirt and is
+    dropped; a larger piece joins the nearest digit.
     """
     reach = _FRAGMENT_REACH * row_height
     contested: list[tuple[_Glyph, _Glyph, _Glyph]] = []
@@ -437,8 +448,16 @@ def _attach_fragments(digits: list[_Glyph], fragments: list[_Glyph], specks: lis
             joined.absorb(fragment)
             candidates += [glyph, joined]
     confidence = judge(read(candidates)).reshape(-1, 4)  # per fragment: first, first + it, second, second + it
-    for (fragment, first, second), (a, a_with, b, b_with) in zip(contested, confidence):
-        (first if min(a_with, b) >= min(a, b_with) else second).absorb(fragment)
+    # per fragment: (first, first + it), (second, second + it), each the counter's [most] odds
+    kept = holds(candidates).reshape(len(contested), 2, 2, -1) if holds is not None else None
+    for n, ((fragment, first, second), (a, a_with, b, b_with)) in enumerate(zip(contested, confidence)):
+        to_first, to_second = min(a_with, b), min(a, b_with)
+        if kept is not None:
+            # P(the neighbour with the fragment holds as many digits as the neighbour without it)
+            (first_alone, first_with), (second_alone, second_with) = kept[n]
+            to_first *= first_with[np.argmax(first_alone)]
+            to_second *= second_with[np.argmax(second_alone)]
+        (first if to_first >= to_second else second).absorb(fragment)
 
 
 def _cuts(profile: np.ndarray, pieces: int) -> list[tuple[int, int]]:
@@ -614,16 +633,18 @@ def _best_split(glyph: StripGlyph, judge: Judge | None, config: PreprocessConfig
     return readable[int(np.argmax(scores))][0]
 
 
-def find_glyphs(ink: np.ndarray, judge: Judge | None = None, config: PreprocessConfig = DEFAULT_CONFIG) -> list[StripGlyph]:
+def find_glyphs(ink: np.ndarray, judge: Judge | None = None, config: PreprocessConfig = DEFAULT_CONFIG,
+                counter: GlyphCounts | None = None) -> list[StripGlyph]:
     """An ink map holding a row of digits -> its glyphs, left to right: each a digit or several
     touching ones, not yet cut apart.
 
     The strokes' connected components are found; those stacked over the same columns are
-    merged (a digit broken in two); pieces too short to be a digit (a detached bar, a dot) are
-    given to the digit they belong to (``judge``, the digit classifier's confidence, settles a
-    piece between two digits), and specks far from every digit dropped. Each glyph keeps only
-    its own ink, faint edges included, so a neighbour reaching into its bounding box does not
-    leak into it.
+    merged (a digit broken in two); pieces too short or too light to be a digit (a detached bar,
+    a dot, a sliver of stroke) are given to the digit they belong to (``judge``, the digit
+    classifier's confidence, and ``counter``, the glyph counter, settle a piece between two
+    digits), and specks far from every digit dropped. With both, neighbours that read better as
+    one digit than as two are joined (a digit broken side by side). Each glyph keeps only its own
+    ink, faint edges included, so a neighbour reaching into its bounding box does not leak into it.
     """
     labels, glyphs = _glyphs(ink)
     if not glyphs:
@@ -636,18 +657,75 @@ def find_glyphs(ink: np.ndarray, judge: Judge | None = None, config: PreprocessC
     specks = [g for g, speck in zip(glyphs, is_speck) if speck]
     # Specks are not stacked: a column of dots would stand as tall as a "1".
     groups = _stack([g for g, speck in zip(glyphs, is_speck) if not speck], row_height)
-    digits = [g for g in groups if g.height >= _FRAGMENT_HEIGHT * row_height]
-    fragments = [g for g in groups if g.height < _FRAGMENT_HEIGHT * row_height]
+    tall = [g for g in groups if g.height >= _FRAGMENT_HEIGHT * row_height]
+    typical_mass = float(np.median([g.mass for g in tall])) if tall else 0.0
+    digits = [g for g in tall if g.mass >= _SLIVER_MASS * typical_mass]
+    fragments = [g for g in groups if g not in digits]
     labels = _claim_faint_ink(labels, ink, max(2, round(_FAINT_REACH * row_height)))
     boxes = _boxes(labels, len(glyphs))
+
+    def strip_glyph(glyph: _Glyph) -> StripGlyph:
+        # A glyph's left and right are its strokes' (its components before faint ink was
+        # claimed): widths go by the strokes, not their soft edges.
+        return StripGlyph(_own_ink(glyph, labels, ink, boxes), glyph.left, glyph.right, row_height)
 
     def read(candidates: list[_Glyph]) -> np.ndarray:
         return np.stack([ink_to_array(_own_ink(g, labels, ink, boxes), config) for g in candidates])
 
-    _attach_fragments(digits, fragments, specks, row_height, judge, read)
-    # A glyph's left and right are its strokes' (its components before faint ink was claimed):
-    # widths go by the strokes, not their soft edges.
-    return [StripGlyph(_own_ink(digit, labels, ink, boxes), digit.left, digit.right, row_height) for digit in digits]
+    def holds(candidates: list[_Glyph]) -> np.ndarray:
+        return count_digits([strip_glyph(g) for g in candidates], counter)
+
+    _attach_fragments(digits, fragments, specks, row_height, judge, read, holds if counter is not None else None)
+    if judge is not None and counter is not None:
+        digits = _join_broken(digits, row_height, judge, read, holds)
+    return [strip_glyph(digit) for digit in digits]
+
+
+def _join_broken(digits: list[_Glyph], row_height: float, judge: Judge,
+                 read: Callable[[list[_Glyph]], np.ndarray], holds: Callable[[list[_Glyph]], np.ndarray]) -> list[_Glyph]:
+    """Neighbouring glyphs that are one digit broken in two side by side (a "4" whose bar lost
+    its stem, an "8" whose loops parted) joined.
+
+    Each pair close enough and narrow enough together to be one digit is read both ways: as
+    two digits, scored by the less certain one's confidence times the counter's odds that each
+    is one digit; joined, by the confidence in the whole times the odds that it is one digit.
+    The counter sees two close digits as two, so real neighbours stay apart.
+    """
+    pairs = [i for i in range(len(digits) - 1)
+             if _gap(digits[i], digits[i + 1]) <= _FRAGMENT_REACH * row_height
+             and (max(digits[i].right, digits[i + 1].right) - digits[i].left + 1) < _JOINED_WIDTH * row_height]
+    if not pairs:
+        return digits
+    joined = []
+    for i in pairs:
+        whole = replace(digits[i], labels=list(digits[i].labels))
+        whole.absorb(digits[i + 1])
+        joined.append(whole)
+    candidates = [digits[i] for i in pairs] + [digits[i + 1] for i in pairs] + joined
+    confidence = judge(read(candidates)).reshape(3, -1)
+    one = holds(candidates)[:, 0].reshape(3, -1)
+    apart = np.minimum(confidence[0], confidence[1]) * one[0] * one[1]
+    together = confidence[2] * one[2]
+    join = {i: whole for i, whole, one_digit, two in zip(pairs, joined, together, apart) if one_digit > two}
+    out: list[_Glyph] = []
+    i = 0
+    while i < len(digits):
+        out.append(join.get(i, digits[i]))
+        i += 2 if i in join else 1
+    return out
+
+
+def count_digits(glyphs: Sequence[StripGlyph], counter: GlyphCounts) -> np.ndarray:
+    """The counter's odds that each glyph holds 1, 2, ... digits ([N, most]), in one call; a
+    glyph narrower than ``COUNTED_WIDTH`` row heights is one digit without asking."""
+    counted = [i for i, g in enumerate(glyphs) if g.width_ratio >= COUNTED_WIDTH]
+    odds = counter(np.stack([glyph_to_array(glyphs[i]) for i in counted])) if counted else None
+    most = odds.shape[1] if odds is not None else 1
+    out = np.zeros((len(glyphs), most), dtype=np.float32)
+    out[:, 0] = 1.0
+    if odds is not None:
+        out[counted] = odds
+    return out
 
 
 def split_ink(ink: np.ndarray, judge: Judge | None = None, config: PreprocessConfig = DEFAULT_CONFIG,
@@ -658,15 +736,13 @@ def split_ink(ink: np.ndarray, judge: Judge | None = None, config: PreprocessCon
     glyph counter and ``judge`` (the digit classifier) together read them best; without a
     counter, where the judge alone does (``_best_split``).
     """
-    glyphs = find_glyphs(ink, judge, config)
+    glyphs = find_glyphs(ink, judge, config, counter)
+    if counter is None:
+        return [piece for glyph in glyphs for piece in _best_split(glyph, judge, config)]
     pieces: list[np.ndarray] = []
-    counted = [i for i, g in enumerate(glyphs) if counter is not None and g.width_ratio >= COUNTED_WIDTH]
-    counts = dict(zip(counted, counter(np.stack([glyph_to_array(glyphs[i]) for i in counted])))) if counted else {}
-    for i, glyph in enumerate(glyphs):
-        if counter is None:
-            pieces.extend(_best_split(glyph, judge, config))
-        elif i in counts:
-            pieces.extend(_counted_split(glyph, counts[i], judge, config))
+    for glyph, counts in zip(glyphs, count_digits(glyphs, counter)):
+        if glyph.width_ratio >= COUNTED_WIDTH:
+            pieces.extend(_counted_split(glyph, counts, judge, config))
         else:
             pieces.append(glyph.ink)
     return pieces

@@ -25,10 +25,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.app.conftest import make_client, png_part  # noqa: E402
-from tests.imaging import make_strip  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.preprocess import normalise, preprocess_digits  # noqa: E402
+from tests.app.conftest import make_client, png_part  # noqa: E402
+from tests.imaging import make_strip  # noqa: E402
 from training.data import load_split  # noqa: E402
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"

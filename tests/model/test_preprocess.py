@@ -228,6 +228,35 @@ def test_two_touching_digits_are_cut_where_both_read_best(mnist_test, digit_chec
     assert _predict(digit_checkpoint, preprocess_strip(strip.image, judge, counter=counter)).tolist() == thinnest_column
 
 
+def _without_the_counters_say_on_fragments(monkeypatch):
+    from model import preprocess
+
+    attach = preprocess._attach_fragments
+    monkeypatch.setattr(preprocess, "_attach_fragments", lambda *args: attach(*args[:6]))
+
+
+@pytest.mark.parametrize(("digits", "height", "seed", "undo", "undone"), [
+    # the 1 leaves a thin sliver of stroke beside it, tall enough to pass for a digit
+    ([8020, 4321, 7526, 8550], 123, 0, lambda mp: mp.setattr("model.preprocess._SLIVER_MASS", 0.0), [1, 1, 9, 0, 2]),
+    # the 6's loop is parted from its stem and lies between it and the 8; joined to the 8 it
+    # reads as a surer 8 than the 6 it came from, but the counter then sees two digits in it
+    ([4026, 4873, 5142, 9679], 40, 2, _without_the_counters_say_on_fragments, [3, 3, 8, 1, 1]),
+    # the third 4's bar and stem are two glyphs side by side, each as tall as a digit
+    ([1963, 5597, 9639, 999], 47, 0, lambda mp: mp.setattr("model.preprocess._JOINED_WIDTH", 0.0), [4, 4, 6, 1, 9]),
+])
+def test_a_digit_broken_in_pieces_is_read_as_one(mnist_test, digit_checkpoint, segmenter_checkpoint, monkeypatch,
+                                                digits, height, seed, undo, undone):
+    """Strips of test digits where one digit's ink is broken into pieces that segmentation once
+    read as an extra digit: each is read right, and misread again with the one rule that keeps
+    the pieces together undone."""
+    index = np.array(digits)
+    strip = make_strip(mnist_test.images[index], mnist_test.labels[index], np.random.default_rng(seed), height=height)
+    judge, counter = _judge(digit_checkpoint), _counter(segmenter_checkpoint)
+    assert _predict(digit_checkpoint, preprocess_strip(strip.image, judge, counter=counter)).tolist() == strip.labels
+    undo(monkeypatch)
+    assert _predict(digit_checkpoint, preprocess_strip(strip.image, judge, counter=counter)).tolist() == undone
+
+
 def test_the_glyph_counter_alone_decides_without_a_judge(mnist_test, segmenter_checkpoint):
     rng = np.random.default_rng(109)
     index = rng.integers(0, len(mnist_test), 3)
