@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -30,6 +31,7 @@ from model.preprocess import normalise, preprocess_digits  # noqa: E402
 from tests.app.conftest import make_client, png_part  # noqa: E402
 from tests.imaging import make_strip  # noqa: E402
 from training.data import load_split  # noqa: E402
+from training.engine import predict_logits  # noqa: E402
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
@@ -42,13 +44,9 @@ def lengths_for(kind: str, count: int, rng: np.random.Generator) -> np.ndarray:
 
 def clean_reading(split) -> np.ndarray:
     """The digit model's label for every image of the split as a clean 28x28 image."""
-    import torch
-
     model = load_checkpoint(WEIGHTS / "digit.pt").model
-    arrays = preprocess_digits(split.images)
-    with torch.inference_mode():
-        return np.concatenate([model(normalise(arrays[i : i + 1000])).argmax(1).numpy()
-                               for i in range(0, len(arrays), 1000)])
+    logits = predict_logits(model, normalise(preprocess_digits(split.images)), torch.device("cpu"))
+    return logits.argmax(1).numpy()
 
 
 def main() -> int:
