@@ -12,6 +12,10 @@ average) or as in the study, N(10, 3) clipped to 3..30 (``--lengths study``).
 Beside the service's figures it prints a ceiling: the strips whose every digit the digit model
 reads right as the clean 28x28 test image, i.e. what perfect segmentation would score. The gap
 between the two is what segmentation loses; the ceiling is the digit model's own limit.
+
+Each share comes with its 95% Wilson interval: on 1,000 strips a figure near 94% is known only to
+about +-1.5 points (different seeds differ by that much), so compare versions on the same strips
+(same --seed and --count) and use several thousand strips for a figure to quote.
 """
 
 from __future__ import annotations
@@ -26,12 +30,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from model.checkpoint import load_checkpoint  # noqa: E402
-from model.preprocess import normalise, preprocess_digits  # noqa: E402
-from tests.app.conftest import make_client, png_part  # noqa: E402
-from tests.imaging import make_strip  # noqa: E402
-from training.data import load_split  # noqa: E402
-from training.engine import predict_logits  # noqa: E402
+from model.checkpoint import load_checkpoint
+from model.preprocess import normalise, preprocess_digits
+from tests.app.conftest import make_client, png_part
+from tests.imaging import make_strip
+from training.data import load_split
+from training.engine import predict_logits
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
@@ -47,6 +51,22 @@ def clean_reading(split) -> np.ndarray:
     model = load_checkpoint(WEIGHTS / "digit.pt").model
     logits = predict_logits(model, normalise(preprocess_digits(split.images)), torch.device("cpu"))
     return logits.argmax(1).numpy()
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial share (sound near 0 and 1, unlike the normal one)."""
+    if n == 0:
+        return 0.0, 1.0
+    share = successes / n
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def share(successes: int, n: int) -> str:
+    """'93.10% (91.4-94.5)': a share of strips with its 95% interval."""
+    low, high = wilson_interval(successes, n)
+    return f"{100 * successes / max(n, 1):.2f}% ({100 * low:.1f}-{100 * high:.1f})"
 
 
 def main() -> int:
@@ -83,11 +103,11 @@ def main() -> int:
     elapsed = time.perf_counter() - started
     n = args.count
     print(f"strips: {n} (lengths {args.lengths} 3..30, {digits_total / n:.1f} digits on average), seed {args.seed}")
-    print("| measure | value |\n| --- | --- |")
-    print(f"| digits read exactly right (whole strip) | {100 * exact / n:.2f}% |")
-    print(f"| ceiling: every digit read right as a clean test image (perfect segmentation) | {100 * ceiling / n:.2f}% |")
-    print(f"| contains_4 right | {100 * four_right / n:.2f}% |")
-    print(f"| digit count right | {100 * count_right / n:.2f}% |")
+    print("| measure | value (95% interval) |\n| --- | --- |")
+    print(f"| digits read exactly right (whole strip) | {share(exact, n)} |")
+    print(f"| ceiling: every digit read right as a clean test image (perfect segmentation) | {share(ceiling, n)} |")
+    print(f"| contains_4 right | {share(four_right, n)} |")
+    print(f"| digit count right | {share(count_right, n)} |")
     print(f"| digit error rate (strips with the right count) | {100 * digits_wrong / max(digits_total, 1):.3f}% |")
     print(f"| time | {elapsed:.1f} s ({n / elapsed:.1f} strips/s) |")
     return 0
