@@ -57,9 +57,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     """95% Wilson score interval of a binomial share (sound near 0 and 1, unlike the normal one)."""
     if n == 0:
         return 0.0, 1.0
-    share = successes / n
-    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    rate = successes / n
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
