@@ -36,7 +36,7 @@ FROM python:3.11-slim
 
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin digitserve
 COPY --from=build /opt/venv /opt/venv
-COPY weights/SHA256SUMS weights/digit.pt weights/sequence.pt weights/digit_sum.pt weights/fashion.pt weights/segmenter.pt /srv/weights/
+COPY weights/SHA256SUMS weights/digit.pt weights/sequence.pt weights/digit_sum.pt weights/fashion.pt weights/line_reader.pt /srv/weights/
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -8,8 +8,8 @@ the cores. For single-image work (``/predict/digit``, ``/predict/digit-sum``, ``
 prepares its own requests on that thread: a digit takes ~0.15 ms to decode and preprocess, less
 than handing it to the thread pool and back costs the event loop, and fewer threads contending
 for the GIL keep the loop responsive (docs/performance.md has the measurements). Strips take
-milliseconds to segment, so ``/predict/sequence`` prepares in the thread pool and queues the
-arrays. With batching off (the benchmark's comparison), the request's own worker thread prepares
+a millisecond or more to decode and scale, so ``/predict/sequence`` prepares in the thread
+pool and queues the arrays or line image. With batching off (the benchmark's comparison), the request's own worker thread prepares
 and runs its forward pass alone.
 """
 
@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
+import numpy as np
+
 from starlette.concurrency import run_in_threadpool
 
 from app import inference
@@ -30,6 +32,7 @@ from app.observability import Metrics
 from app.registry import Models
 from app.settings import Settings
 from app.tuning import ThreadPlan
+from model.line import Reading
 
 P = TypeVar("P")
 R = TypeVar("R")
@@ -55,7 +58,9 @@ def _timed(metrics: Metrics, threads: ThreadPlan, model: str, run: Callable[[lis
 
 
 def _images(payload: Any) -> int:
-    return 1 if isinstance(payload, tuple) else len(payload)
+    """Images in one request's payload: a stack of digit arrays holds several; a digit with its
+    number (digit-sum) or a strip's line image is one."""
+    return len(payload) if isinstance(payload, np.ndarray) else 1
 
 
 def _prepare_then_run(run_batch: Callable[[list[P]], Sequence[R]], prepares: list[Prepare[P]]) -> list[R | BaseException]:
@@ -122,14 +127,15 @@ class Engine:
                 batch = functools.partial(_prepare_then_run, run_batch) if prepare_in_batch else run_batch
                 batcher = Batcher(name, batch, self.executor, max_batch=settings.batch_max_size,
                                   max_wait=settings.batch_max_wait_ms / 1000, max_queue=settings.max_queue_images,
-                                  queue_depth=metrics.queue_depth)
+                                  queue_depth=metrics.queue_depth, queue_wait=metrics.queue_wait)
             return Runner(run_batch, batcher, prepare_in_batch)
 
         self.digit: Runner[Any, inference.Predictions] = runner("digit", inference.classify_batch, True)
         self.sequence: Runner[Any, tuple[float, inference.Predictions]] = runner("sequence", inference.sequence_batch, False)
+        self.line_reader: Runner[Any, Reading] = runner("line_reader", inference.read_strip_batch, False)
         self.digit_sum: Runner[Any, dict[str, Any]] = runner("digit_sum", inference.add_batch, True)
         self.fashion: Runner[Any, inference.Predictions] = runner("fashion", inference.fashion_batch, True)
-        self.runners = (self.digit, self.sequence, self.digit_sum, self.fashion)
+        self.runners = (self.digit, self.sequence, self.line_reader, self.digit_sum, self.fashion)
 
     def start(self) -> None:
         for runner in self.runners:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from app.registry import Models
+from model.line import Line, Reading, read_lines
 from model.preprocess import PreprocessConfig, normalise
 
 Predictions = list[dict[str, Any]]
@@ -52,20 +53,6 @@ def classify_batch(models: Models, payloads: list[np.ndarray]) -> list[Predictio
     return _split(_describe(probabilities), [len(p) for p in payloads])
 
 
-def confidence(models: Models, arrays: np.ndarray) -> np.ndarray:
-    """The digit model's top probability for each array: the judge strip segmentation asks
-    whether a wide glyph reads better as one digit or as several touching ones."""
-    return _digit_probabilities(models, arrays).amax(dim=1).numpy()
-
-
-@torch.inference_mode()
-def glyph_counts(models: Models, glyphs: np.ndarray) -> np.ndarray:
-    """The segmenter's probability that each [32, 96] strip glyph holds 1, 2, ... digits: with
-    the judge's confidence, it decides where touching digits are cut apart."""
-    inputs = torch.from_numpy(np.ascontiguousarray(glyphs, dtype=np.float32)).unsqueeze(1).to(models.device)
-    return models.nets.segmenter(inputs).softmax(dim=1).float().cpu().numpy()
-
-
 @torch.inference_mode()
 def fashion_batch(models: Models, payloads: list[np.ndarray]) -> list[Predictions]:
     """Per payload, [N, 28, 28] garment arrays -> class name, its index and probability, and
@@ -93,6 +80,12 @@ def sequence_batch(models: Models, payloads: list[np.ndarray]) -> list[tuple[flo
     probabilities = torch.sigmoid(logits.float()).cpu().tolist()
     digits = _split(_describe(models.nets.digit(inputs).softmax(dim=1).float().cpu()), lengths)
     return list(zip(probabilities, digits))
+
+
+def read_strip_batch(models: Models, payloads: list[Line]) -> list[Reading]:
+    """Per payload, one strip's line image -> what the line reader reads in it: the lines of
+    several requests share one forward pass, padded to the widest."""
+    return read_lines(models.nets.line_reader, [line.pixels for line in payloads], models.device, models.line)
 
 
 @torch.inference_mode()

@@ -35,6 +35,10 @@ class Metrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=self.registry)
         self.batch_requests = Histogram("inference_batch_requests", "requests sharing one forward pass", ["model"],
                                         buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry)
+        self.queue_wait = Histogram("inference_queue_wait_seconds", "time a request waits in its model's queue before "
+                                    "its batch starts", ["model"],
+                                    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5, 10),
+                                    registry=self.registry)
         self.queue_depth = Gauge("inference_queue_depth", "images waiting for a forward pass", ["model"], registry=self.registry)
         self.in_flight = Gauge("prediction_requests_in_flight", "prediction requests being served", registry=self.registry)
         self.rejected = Counter("prediction_requests_rejected_total", "prediction requests answered 503 at once",

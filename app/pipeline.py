@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from app import inference
 from app.deps import Serving
 from app.errors import ApiError
 from app.imaging import decode_image
 from app.registry import Models, model_id
 from app.settings import Settings
-from model.preprocess import NoInkError, PreprocessConfig, preprocess_digits, preprocess_strip
+from model.line import Line, strip_to_line
+from model.preprocess import NoInkError, PreprocessConfig, preprocess_digits
 
 
 @dataclass(frozen=True)
@@ -50,17 +50,12 @@ def _single_arrays(uploads: list[Upload], config: PreprocessConfig, settings: Se
         raise ApiError(422, blank_code, f"{uploads[error.index or 0].label}: {error}") from None
 
 
-def _strip_arrays(upload: Upload, models: Models, settings: Settings) -> np.ndarray:
+def _strip_line(upload: Upload, models: Models, settings: Settings) -> Line:
     image: Image.Image = decode_image(upload.data, upload.label, settings.max_image_pixels)
     try:
-        arrays = preprocess_strip(image, lambda candidates: inference.confidence(models, candidates), models.preprocess,
-                                  lambda glyphs: inference.glyph_counts(models, glyphs))
+        return strip_to_line(image, models.line)
     except NoInkError as error:
         raise ApiError(422, "no_digit_found", f"{upload.label}: {error}") from None
-    if len(arrays) > settings.max_sequence_digits:
-        raise ApiError(422, "too_many_digits",
-                       f"{upload.label} holds {len(arrays)} digits; the limit is {settings.max_sequence_digits}")
-    return arrays
 
 
 def _digit_arrays(uploads: list[Upload], models: Models, settings: Settings) -> np.ndarray:
@@ -92,23 +87,43 @@ async def predict_garments(uploads: list[Upload], serving: Serving) -> dict[str,
 
 
 async def predict_sequence(uploads: list[Upload], strip: Upload | None, serving: Serving) -> dict[str, Any]:
+    """A strip is read whole by the line reader; digit images in order go to the CNN-LSTM, each
+    digit read by the digit model."""
+    if strip is not None:
+        return await _read_strip(strip, serving)
     models, settings, metrics = serving.models, serving.settings, serving.metrics
 
     def prepare() -> tuple[np.ndarray, int]:
-        if strip is not None:
-            arrays = _strip_arrays(strip, models, settings)
-        else:
-            if len(uploads) > settings.max_sequence_digits:
-                raise ApiError(422, "too_many_digits",
-                               f"{len(uploads)} digit images sent; the limit is {settings.max_sequence_digits}")
-            arrays = _digit_arrays(uploads, models, settings)
+        if len(uploads) > settings.max_sequence_digits:
+            raise ApiError(422, "too_many_digits",
+                           f"{len(uploads)} digit images sent; the limit is {settings.max_sequence_digits}")
+        arrays = _digit_arrays(uploads, models, settings)
         metrics.images.labels("/predict/sequence").inc(len(arrays))
         return arrays, len(arrays)
 
-    probability, read = await serving.engine.sequence.run(prepare, max(len(uploads), 1), serving.deadline)
+    probability, read = await serving.engine.sequence.run(prepare, len(uploads), serving.deadline)
     digits = [{"label": p["label"], "probability": p["probability"]} for p in read]
     return {"model": model_id(models.sequence), "contains_4": probability >= 0.5, "probability": probability,
             "length": len(digits), "digits": digits}
+
+
+async def _read_strip(strip: Upload, serving: Serving) -> dict[str, Any]:
+    models, settings = serving.models, serving.settings
+
+    def prepare() -> tuple[Line, int]:
+        line = _strip_line(strip, models, settings)
+        serving.metrics.images.labels("/predict/sequence").inc()
+        return line, 1
+
+    reading = await serving.engine.line_reader.run(prepare, 1, serving.deadline)
+    if not reading.labels:
+        raise ApiError(422, "no_digit_found", f"{strip.label}: no digit found in the strip (only marks that are not digits)")
+    if len(reading.labels) > settings.max_sequence_digits:
+        raise ApiError(422, "too_many_digits",
+                       f"{strip.label} holds {len(reading.labels)} digits; the limit is {settings.max_sequence_digits}")
+    digits = [{"label": label, "probability": p} for label, p in zip(reading.labels, reading.probabilities)]
+    return {"model": model_id(models.line_reader), "contains_4": reading.contains_4 >= 0.5,
+            "probability": reading.contains_4, "length": len(digits), "digits": digits}
 
 
 async def predict_sum(upload: Upload, number: int, serving: Serving) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -14,22 +15,23 @@ from model.architectures import count_parameters
 from model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from model.devices import select_device
 from model.inference import for_inference
-from model.preprocess import GLYPH_HEIGHT, GLYPH_WIDTH, PreprocessConfig, normalise
+from model.line import LineConfig, read_lines
+from model.preprocess import PreprocessConfig, normalise
 
 log = logging.getLogger("app.registry")
 
 CHECKPOINTS = {"digit": "digit.pt", "sequence": "sequence.pt", "digit_sum": "digit_sum.pt", "fashion": "fashion.pt",
-               "segmenter": "segmenter.pt"}
+               "line_reader": "line_reader.pt"}
 # The digit models share one preprocessing (the sequence endpoint feeds the same arrays to two
-# of them, and the segmenter counts digits in ink made by it); the garment model has its own.
-DIGIT_MODELS = ("digit", "sequence", "digit_sum", "segmenter")
+# of them); the garment model has its own, and the line reader its line images (``model.line``).
+DIGIT_MODELS = ("digit", "sequence", "digit_sum")
 # Each model's study reports, as paths in the repository (``python -m training study ...`` writes them).
 REPORTS = {
     "digit": ["docs/studies/error-gallery.md", "docs/studies/calibration.md", "docs/studies/architectures.md"],
     "sequence": ["docs/studies/label-noise.md"],
     "digit_sum": [],
     "fashion": ["docs/studies/architectures.md"],
-    "segmenter": [],
+    "line_reader": ["docs/strip-reading.md"],
 }
 
 
@@ -41,7 +43,7 @@ class Nets:
     sequence: nn.Module
     digit_sum: nn.Module
     fashion: nn.Module
-    segmenter: nn.Module
+    line_reader: nn.Module
 
 
 @dataclass(frozen=True)
@@ -49,21 +51,22 @@ class Models:
     """The loaded checkpoints (identity, metadata, checksum), their networks in serving form,
     the device those run on, and the preprocessing the digit models were trained with (one for
     all of them: the sequence endpoint feeds the same arrays to two of them). The garment model
-    carries its own (``fashion.preprocess``). The segmenter counts the digits in each glyph of
-    a strip (``model.preprocess.split_ink``)."""
+    carries its own (``fashion.preprocess``). The line reader reads strips whole; ``line``
+    is its line-image configuration."""
 
     digit: Checkpoint
     sequence: Checkpoint
     digit_sum: Checkpoint
     fashion: Checkpoint
-    segmenter: Checkpoint
+    line_reader: Checkpoint
     nets: Nets
     device: torch.device
     preprocess: PreprocessConfig
+    line: LineConfig
 
     def all(self) -> dict[str, Checkpoint]:
         return {"digit": self.digit, "sequence": self.sequence, "digit_sum": self.digit_sum, "fashion": self.fashion,
-                "segmenter": self.segmenter}
+                "line_reader": self.line_reader}
 
     def describe(self) -> list[dict[str, Any]]:
         """What ``GET /models`` shows for each model."""
@@ -101,7 +104,7 @@ def _warm_up(models: Models) -> None:
     models.nets.sequence(images, torch.tensor([2]))
     models.nets.digit_sum(images, torch.tensor([1, 2], device=models.device))
     models.nets.fashion(normalise(torch.zeros(2, 28, 28).numpy(), models.fashion.preprocess).to(models.device))
-    models.nets.segmenter(torch.zeros(2, 1, GLYPH_HEIGHT, GLYPH_WIDTH, device=models.device))
+    read_lines(models.nets.line_reader, [np.zeros((models.line.height, 64), np.float32)] * 2, models.device, models.line)
 
 
 def load_models(weights_dir: Path, device_choice: str) -> Models:
@@ -113,7 +116,8 @@ def load_models(weights_dir: Path, device_choice: str) -> Models:
     if len(set(configs.values())) != 1:
         raise CheckpointError(f"the checkpoints were trained with different preprocessing: {configs}")
     nets = Nets(**{key: for_inference(checkpoint.model, device) for key, checkpoint in loaded.items()})
-    models = Models(device=device, preprocess=configs["digit"], nets=nets, **loaded)
+    line = LineConfig.from_dict(loaded["line_reader"].metadata["preprocess"])
+    models = Models(device=device, preprocess=configs["digit"], line=line, nets=nets, **loaded)
     _warm_up(models)
     for key, checkpoint in loaded.items():
         log.info("loaded %s (%s, sha256 %s) on %s", CHECKPOINTS[key], model_id(checkpoint), checkpoint.sha256[:12], device)

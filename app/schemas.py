@@ -62,11 +62,15 @@ class SequenceResponse(BaseModel):
          "digits": [{"label": 1, "probability": 0.9995}, {"label": 4, "probability": 0.9987},
                     {"label": 9, "probability": 0.9979}]}]})
 
-    model: str = Field(examples=["sequence:1.0.0"])
+    model: str = Field(examples=["sequence:1.0.0", "line_reader:1.0.0"],
+                       description="`line_reader` for a strip, `sequence` for digit images in order")
     contains_4: bool = Field(description="probability >= 0.5")
-    probability: float = Field(ge=0, le=1, description="P(the sequence contains a 4), from the CNN-LSTM")
+    probability: float = Field(ge=0, le=1, description="P(the sequence contains a 4), from a CNN-LSTM: for a strip, "
+                               "the line reader's (a CNN-BiLSTM reading the whole strip); for digit images, SequenceNet's")
     length: int = Field(ge=1, description="number of digits found")
-    digits: list[DigitRead] = Field(description="the digits, left to right, read by the digit model")
+    digits: list[DigitRead] = Field(description="the digits, left to right: read by the line reader in a strip "
+                                    "(marks that are not digits, such as dashes, commas and lines, are left out), "
+                                    "by the digit model in digit images")
 
 
 class SumResponse(BaseModel):

@@ -2,7 +2,7 @@
 can carry them and rebuild the model by itself (``build_model``).
 
 Inputs are the normalised [N, 1, 28, 28] tensors of ``model.preprocess``, except for
-``GlyphCounter``, which sees a whole glyph of a strip (``model.preprocess.glyph_to_array``).
+``LineReader``, which reads a whole strip as one line image (``model.line.strip_to_line``).
 """
 
 from __future__ import annotations
@@ -174,34 +174,43 @@ class FashionNet(nn.Module):
         return self.classifier(self.fc(self.conv(images))) / self.temperature
 
 
-class GlyphCounter(nn.Module):
-    """How many digits one glyph of a strip holds: 1, 2, ... ``most`` -> ``most`` logits.
+class LineReader(nn.Module):
+    """Reads a whole line of handwriting: CNN + bidirectional LSTM, trained with CTC (CRNN, Shi,
+    Bai & Yao 2015), so a strip is never cut into digits by rule.
 
-    A glyph is a connected run of ink; when digits touch, one glyph holds several. Whether a
-    wide glyph is one sprawling digit or a "1" touching a "7" is a question of shape that the
-    digit classifier cannot answer (it reads the merged "17" as a confident "7"), so a network
-    of its own looks at the whole glyph, drawn at the row's scale on a [1, 32, 96] canvas
-    (``glyph_to_array``): four stages of a 3x3 convolution with batch norm, the first three
-    pooled, then an average over the rows kept as four column bands (where along the glyph the
-    ink lies is the point), and a linear layer.
+    Input: line images [N, 1, 32, W] (``model.line.strip_to_line``), zero padded on the right,
+    and their widths. Four stages of 3x3 convolutions with batch norm: the first two pooled 2x2,
+    the last two pooled in height only, so every 4 columns become one step; the remaining 2 rows
+    are flattened into the step's features. Two BiLSTM layers read the steps (packed, so padding
+    never reaches a line's own states) and a linear layer gives 11 log-probabilities per step:
+    the digits 0-9 and the CTC blank (index 10).
     """
 
-    def __init__(self, channels: tuple[int, int, int, int] = (16, 32, 64, 64), most: int = 4, dropout: float = 0.2) -> None:
+    def __init__(self, channels: tuple[int, int, int, int] = (32, 64, 128, 192), hidden: int = 192,
+                 layers: int = 2, dropout: float = 0.2, classes: int = 11) -> None:
         super().__init__()
         c1, c2, c3, c4 = channels
         self.conv = nn.Sequential(
             *_conv(1, c1), nn.MaxPool2d(2),
             *_conv(c1, c2), nn.MaxPool2d(2),
-            *_conv(c2, c3), nn.MaxPool2d(2),
-            *_conv(c3, c4),
-            nn.AdaptiveAvgPool2d((1, 4)),
+            *_conv(c2, c3), *_conv(c3, c3), nn.MaxPool2d((2, 1)),
+            *_conv(c3, c4), *_conv(c4, c4), nn.MaxPool2d((2, 1)),
         )
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * c4, most))
-        self.most = most
+        self.project = nn.Sequential(nn.Linear(2 * c4, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout))
+        self.lstm = nn.LSTM(hidden, hidden, num_layers=layers, bidirectional=True, batch_first=True,
+                            dropout=dropout if layers > 1 else 0.0)
+        self.classify = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, classes))
 
-    def forward(self, glyphs: torch.Tensor) -> torch.Tensor:
-        """Logits [N, most]: index k is "k + 1 digits"."""
-        return self.head(self.conv(glyphs))
+    def forward(self, lines: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """Lines [N, 1, 32, W] and each line's step count [N] -> log-probabilities [N, W/4, 11]
+        (steps past a line's own count are padding)."""
+        features = self.conv(lines)  # [N, C, 2, W/4]
+        n, c, h, t = features.shape
+        features = self.project(features.permute(0, 3, 1, 2).reshape(n, t, c * h))
+        packed = pack_padded_sequence(features, steps.clamp(max=t).cpu(), batch_first=True, enforce_sorted=False)
+        states, _ = self.lstm(packed)
+        states, _ = nn.utils.rnn.pad_packed_sequence(states, batch_first=True, total_length=t)
+        return self.classify(states).log_softmax(dim=-1)
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
@@ -209,7 +218,7 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "SequenceNet": SequenceNet,
     "DigitSumNet": DigitSumNet,
     "FashionNet": FashionNet,
-    "GlyphCounter": GlyphCounter,
+    "LineReader": LineReader,
 }
 
 

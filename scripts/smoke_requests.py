@@ -32,7 +32,7 @@ def main(base: str) -> int:
         body = client.get("/healthz").json()
         check(body == {"status": "ok"}, f"/healthz -> {body}")
         models = client.get("/models").json()["models"]
-        check([m["name"] for m in models] == ["digit", "sequence", "digit_sum", "fashion", "segmenter"], f"/models lists {[m['id'] for m in models]}")
+        check([m["name"] for m in models] == ["digit", "sequence", "digit_sum", "fashion", "line_reader"], f"/models lists {[m['id'] for m in models]}")
 
         files = [("files", ("seven.png", encode(digit_image(seven, size=96, black_on_white=True)), "image/png")),
                  ("files", ("two.jpg", encode(digit_image(two, mode="RGB"), "JPEG", quality=95), "image/jpeg"))]

@@ -80,5 +80,5 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture(scope="session")
-def segmenter_checkpoint() -> Checkpoint:
-    return load_checkpoint(WEIGHTS / "segmenter.pt")
+def line_reader_checkpoint() -> Checkpoint:
+    return load_checkpoint(WEIGHTS / "line_reader.pt")

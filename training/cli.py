@@ -4,7 +4,7 @@
     python -m training train sequence  --data-dir ../shared/data/mnist --init-from weights/digit.pt
     python -m training train digit-sum --data-dir ../shared/data/mnist --init-from weights/digit.pt
     python -m training train fashion   # Fashion-MNIST: $FASHION_MNIST_DATA_DIR or Debian's dataset-fashion-mnist
-    python -m training train segmenter --data-dir ../shared/data/mnist   # judged by weights/digit.pt
+    python -m training train line-reader --data-dir ../shared/data/mnist --device cuda   # strips read whole
     python -m training evaluate weights/digit.pt --data-dir ../shared/data/mnist
     python -m training study error-gallery --data-dir ../shared/data/mnist   # writes docs/studies/
 """
@@ -21,7 +21,7 @@ import torch
 
 from model.checkpoint import load_checkpoint
 from model.devices import select_device
-from training import digit, digit_sum, fashion, segmenter, sequence
+from training import digit, digit_sum, fashion, line_reader, sequence
 from training.classifier import ClassifierTask
 from training.data import DATA_DIR_ENV, FASHION_MNIST
 from training.options import DEFAULTS, RunOptions
@@ -30,10 +30,10 @@ from training.studies.architectures import MODELS as ARCHITECTURE_MODELS
 
 # Each task: a module or a ``ClassifierTask``, both with ``train(options)`` and ``evaluate_command``.
 TASKS: dict[str, ModuleType | ClassifierTask] = {"digit": digit.TASK, "sequence": sequence, "digit-sum": digit_sum,
-                                                 "fashion": fashion.TASK, "segmenter": segmenter}
+                                                 "fashion": fashion.TASK, "line-reader": line_reader}
 # Which task evaluates a checkpoint, by the architecture it names.
 BY_ARCHITECTURE = {"DigitNet": digit.TASK, "SequenceNet": sequence, "DigitSumNet": digit_sum, "FashionNet": fashion.TASK,
-                   "GlyphCounter": segmenter}
+                   "LineReader": line_reader}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,9 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float, help="peak learning rate")
     train.add_argument("--val-size", type=int, default=5000, help="training images held out for validation")
-    train.add_argument("--limit", type=int, help="train on only this many images (segmenter: strips) (smoke runs)")
+    train.add_argument("--limit", type=int, help="train on only this many images (smoke runs)")
+    train.add_argument("--steps-per-epoch", type=int, help="line reader: batches of fresh strips per epoch (default 1,500)")
+    train.add_argument("--time-limit", type=float, help="line reader: seconds after which no new epoch starts")
+    train.add_argument("--workers", type=int, help="line reader: processes rendering training strips (default: CPUs - 1)")
     train.add_argument("--init-from", type=Path, help="DigitNet checkpoint to start the encoder from (sequence, digit-sum), "
-                       "or to judge strip segmentation (segmenter; default weights/digit.pt)")
+                       "or a LineReader checkpoint to continue training (line-reader)")
 
     evaluate = commands.add_parser("evaluate", help="recompute a checkpoint's test metrics")
     evaluate.add_argument("checkpoint", type=Path)
@@ -105,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             limit=args.limit,
             init_from=args.init_from,
             threads=args.threads,
+            workers=args.workers,
+            time_limit=args.time_limit,
+            steps_per_epoch=args.steps_per_epoch,
         )
         path = TASKS[args.task].train(options)
         checkpoint = load_checkpoint(path)

@@ -12,7 +12,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "sequence": {"epochs": 8, "lr": 2e-3, "batch_size": 128},
     "digit-sum": {"epochs": 3, "lr": 1e-3, "batch_size": 128},
     "fashion": {"epochs": 24, "lr": 0.05, "batch_size": 128},
-    "segmenter": {"epochs": 8, "lr": 3e-3, "batch_size": 256},
+    "line-reader": {"epochs": 10, "lr": 2e-3, "batch_size": 128},
 }
 
 
@@ -31,6 +31,9 @@ class RunOptions:
     limit: int | None = None  # use only this many training images (smoke tests)
     init_from: Path | None = None  # a DigitNet checkpoint whose encoder starts the model
     threads: int | None = None
+    steps_per_epoch: int | None = None  # line reader: batches per epoch (default 1,500)
+    time_limit: float | None = None  # line reader: seconds after which no new epoch starts
+    workers: int | None = None  # line reader: processes rendering strips (default: CPUs - 1)
     ema_decay: float = 0.999
 
     @property

@@ -66,3 +66,20 @@ def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: int) -> 
     matrix = np.zeros((classes, classes), dtype=np.int64)
     np.add.at(matrix, (truth, predicted), 1)
     return matrix
+
+
+def plot_reading_curves(epochs: Sequence[dict[str, float]], path: Path, title: str) -> None:
+    """A strip reader's run: training loss, and the share of validation strips read exactly
+    (training style, and the unseen dev style) per epoch."""
+    x = [e["epoch"] for e in epochs]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    loss_ax.plot(x, [e["train_loss"] for e in epochs], "-o", label="train CTC loss")
+    for key, label in (("val_acc", "validation, training style"), ("val_acc_dev", "validation, unseen dev style")):
+        acc_ax.plot(x, [100 * e[key] for e in epochs], "-s", label=label)
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="loss", yscale="log")
+    acc_ax.set(xlabel="epoch", ylabel="strips read exactly (%)", title="strips read exactly")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    save_figure(fig, path)

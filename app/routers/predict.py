@@ -83,9 +83,11 @@ async def predict_fashion(
 
 @router.post("/sequence", response_model=SequenceResponse, responses=ERRORS,
              summary="Does a sequence of digits contain a 4?",
-             description="Send exactly one of `strip` (one image of a row of digits, read left to right, spacing "
-                         "uneven or not) or `files` (the digit images in order). The CNN-LSTM gives P(contains a 4); "
-                         "the digit model reads each digit.")
+             description="Send exactly one of `strip` (one image of a row of handwritten digits, read left to "
+                         "right: spacing uneven or not, digits touching, patterned paper, dashes, commas, periods and "
+                         "lines that are not digits) or `files` (the digit images in order). A strip is read whole by "
+                         "the line reader (a CNN-BiLSTM trained with CTC), which gives the digits and P(contains a 4); "
+                         "digit images go to the CNN-LSTM for P(contains a 4) and the digit model for each digit.")
 async def predict_sequence(
     request: Request,
     serving: ServingDep,

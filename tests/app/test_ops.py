@@ -44,7 +44,7 @@ def test_not_ready_before_the_models_are_loaded(mnist_test):
 def test_models_lists_what_is_loaded(client):
     body = client.get("/models").json()
     manifest = read_manifest(WEIGHTS)
-    assert [m["name"] for m in body["models"]] == ["digit", "sequence", "digit_sum", "fashion", "segmenter"]
+    assert [m["name"] for m in body["models"]] == ["digit", "sequence", "digit_sum", "fashion", "line_reader"]
     for info in body["models"]:
         checkpoint = load_checkpoint(WEIGHTS / info["file"])
         assert info["sha256"] == manifest[info["file"]]
@@ -56,7 +56,7 @@ def test_models_lists_what_is_loaded(client):
     reports = {m["name"]: m["reports"] for m in body["models"]}
     assert reports == {"digit": ["docs/studies/error-gallery.md", "docs/studies/calibration.md", "docs/studies/architectures.md"],
                        "sequence": ["docs/studies/label-noise.md"], "digit_sum": [],
-                       "fashion": ["docs/studies/architectures.md"], "segmenter": []}
+                       "fashion": ["docs/studies/architectures.md"], "line_reader": ["docs/strip-reading.md"]}
     garments = next(m for m in body["models"] if m["name"] == "fashion")
     assert garments["labels"] == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                                   "Bag", "Ankle boot"]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from tests.app.conftest import correct_indices, make_client, png_part
 from tests.imaging import digit_image, make_strip
+from training.render import DEV_STYLE, render_set
 
 
 @pytest.fixture(scope="module")
@@ -15,47 +16,93 @@ def known(mnist_test, digit_checkpoint) -> np.ndarray:
     return correct_indices(mnist_test, digit_checkpoint, 40, start=100)
 
 
-def _check(body: dict, labels: list[int]) -> None:
+def _check(body: dict, labels: list[int], model: str) -> None:
     assert set(body) == {"model", "contains_4", "probability", "length", "digits"}
-    assert body["model"] == "sequence:1.0.0"
+    assert body["model"] == model
     assert body["length"] == len(labels)
     assert [d["label"] for d in body["digits"]] == labels
-    assert all(set(d) == {"label", "probability"} for d in body["digits"])
+    assert all(set(d) == {"label", "probability"} and 0 <= d["probability"] <= 1 for d in body["digits"])
     assert body["contains_4"] == (4 in labels)
     assert body["contains_4"] == (body["probability"] >= 0.5)
 
 
-@pytest.mark.parametrize("black_on_white", [True, False])
-def test_strip_with_uneven_spacing(client, mnist_test, known, black_on_white):
-    rng = np.random.default_rng(5 + black_on_white)
-    for length in (3, 7, 12):
-        index = rng.choice(known, length, replace=False)
-        strip = make_strip(mnist_test.images[index], mnist_test.labels[index], rng, black_on_white=black_on_white)
-        response = client.post("/predict/sequence", files=[png_part("strip", strip.image, name="strip.png")])
+def _read_rate(client, strips: list[tuple[Image.Image, list[int]]], fmt: str = "PNG") -> float:
+    """The share of strips the service reads exactly; every answer well-formed and consistent."""
+    right = 0
+    for image, labels in strips:
+        params = {"fmt": "JPEG", "mime": "image/jpeg", "quality": 90} if fmt == "JPEG" else {}
+        response = client.post("/predict/sequence", files=[png_part("strip", image, name="strip", **params)])
         assert response.status_code == 200, response.text
-        _check(response.json(), strip.labels)
+        body = response.json()
+        assert body["model"] == "line_reader:1.0.0" and body["length"] == len(body["digits"])
+        assert body["contains_4"] == (body["probability"] >= 0.5)
+        right += [d["label"] for d in body["digits"]] == labels
+    return right / len(strips)
 
 
-def test_strip_with_and_without_a_four(client, mnist_test, known):
+def _mnist_strips(mnist_test, seed: int, count: int, **options) -> list[tuple[Image.Image, list[int]]]:
+    rng = np.random.default_rng(seed)
+    strips = []
+    for _ in range(count):
+        index = rng.integers(0, len(mnist_test), int(rng.integers(3, 13)))
+        strip = make_strip(mnist_test.images[index], mnist_test.labels[index], rng, **options)
+        strips.append((strip.image, strip.labels))
+    return strips
+
+
+@pytest.mark.parametrize("black_on_white", [True, False])
+def test_strips_with_uneven_spacing_are_read(client, mnist_test, black_on_white):
+    """Test digits, 3-12 to a strip, 40-140 px tall, gaps up to a third of a digit: 59-60 of 60
+    read exactly when measured."""
+    assert _read_rate(client, _mnist_strips(mnist_test, 5 + black_on_white, 60, black_on_white=black_on_white)) >= 0.9
+
+
+def test_strips_of_touching_digits_are_read(client, mnist_test):
+    """No gap at all between the digits' boxes, saved as JPEG: 60 of 60 read exactly when measured."""
+    assert _read_rate(client, _mnist_strips(mnist_test, 109, 60, max_gap=0.0), fmt="JPEG") >= 0.9
+
+
+@pytest.mark.parametrize(("condition", "measured"), [("cheque", 0.82), ("paper", 0.90), ("marks", 0.83), ("touching", 0.87)])
+def test_real_world_strips_are_read(client, mnist_test, condition, measured):
+    """Strips as the world writes them (training.render, the dev style: paper patterns and marks
+    the reader never trained on; dashes, commas and lines are not digits): each kind is read
+    exactly at about the rate measured on these 60 strips, within a margin for retraining."""
+    strips = render_set(condition, mnist_test, np.arange(len(mnist_test)), 60, 77, DEV_STYLE, condition)
+    assert _read_rate(client, list(zip(strips.images, strips.labels))) >= measured - 0.12
+
+
+def test_a_four_is_found_or_not(client, mnist_test):
     rng = np.random.default_rng(9)
-    fours = [i for i in known if mnist_test.labels[i] == 4][:1]
-    others = [i for i in known if mnist_test.labels[i] != 4][:6]
-    for index in (np.array(others), np.array(others[:3] + fours + others[3:])):
+    fours = [i for i in range(200) if mnist_test.labels[i] == 4]
+    others = [i for i in range(200) if mnist_test.labels[i] != 4]
+    for k in range(10):
+        index = np.array(rng.choice(others, 6).tolist() + ([rng.choice(fours)] if k % 2 else []))
         strip = make_strip(mnist_test.images[index], mnist_test.labels[index], rng, height=90)
-        body = client.post("/predict/sequence", files=[png_part("strip", strip.image, fmt="JPEG", mime="image/jpeg",
-                                                                name="s.jpg", quality=92)]).json()
-        _check(body, strip.labels)
-        assert body["probability"] > 0.95 if 4 in strip.labels else body["probability"] < 0.05
+        body = client.post("/predict/sequence", files=[png_part("strip", strip.image)]).json()
+        assert body["contains_4"] == (k % 2 == 1)
+        assert body["probability"] > 0.9 if k % 2 else body["probability"] < 0.1
 
 
-def test_strip_of_touching_digits(client, mnist_test):
-    """Test digits 5553, 5437 and 3301 written with no gap: the "1" touches the "7", and the
-    service, its glyph counter telling the merged pair from one wide digit, reads all three."""
-    rng = np.random.default_rng(109)
-    index = rng.integers(0, len(mnist_test), 3)
-    strip = make_strip(mnist_test.images[index], mnist_test.labels[index], rng, height=80, max_gap=0.0)
-    body = client.post("/predict/sequence", files=[png_part("strip", strip.image)]).json()
-    _check(body, [1, 7, 2])
+@pytest.mark.parametrize("mark", ["dash", "long dash", "comma", "period", "underline"])
+def test_a_mark_alone_is_not_a_digit(client, mark):
+    """Punctuation and lines are not digits: a strip holding only one is refused like a blank one.
+    (A comma drawn as long as a digit stroke, or with a large round head, can still read as a 1
+    or a 9: docs/strip-reading.md.)"""
+    image = Image.new("L", (240, 90), 235)
+    draw = ImageDraw.Draw(image)
+    if mark == "dash":
+        draw.line([(90, 45), (150, 46)], fill=30, width=6)
+    elif mark == "long dash":
+        draw.line([(20, 45), (220, 47)], fill=30, width=5)
+    elif mark == "underline":
+        draw.line([(10, 80), (230, 80)], fill=60, width=3)
+    elif mark == "period":
+        draw.ellipse([114, 60, 124, 70], fill=30)
+    else:  # a ballpoint comma: a short tick, about three pen widths long
+        draw.line([(121, 64), (116, 73)], fill=30, width=4)
+    response = client.post("/predict/sequence", files=[png_part("strip", image, name="mark.png")])
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "no_digit_found"
 
 
 def test_ordered_list_of_files(client, mnist_test, known):
@@ -63,7 +110,7 @@ def test_ordered_list_of_files(client, mnist_test, known):
     files = [png_part("files", digit_image(mnist_test.images[i], size=80, black_on_white=k % 2 == 0)) for k, i in enumerate(index)]
     response = client.post("/predict/sequence", files=files)
     assert response.status_code == 200
-    _check(response.json(), mnist_test.labels[index].tolist())
+    _check(response.json(), mnist_test.labels[index].tolist(), "sequence:1.0.0")
 
 
 def test_shape_errors(client, mnist_test):

@@ -106,7 +106,7 @@ def test_unknown_architecture_is_refused(tmp_path):
         load_checkpoint(path)
 
 
-@pytest.mark.parametrize("name", ["digit.pt", "sequence.pt", "digit_sum.pt", "fashion.pt", "segmenter.pt"])
+@pytest.mark.parametrize("name", ["digit.pt", "sequence.pt", "digit_sum.pt", "fashion.pt", "line_reader.pt"])
 def test_committed_weights_verify_and_rebuild_from_metadata_alone(name):
     assert name in read_manifest(WEIGHTS), f"{name} is not listed in weights/{MANIFEST}"
     checkpoint = load_checkpoint(WEIGHTS / name)

@@ -8,7 +8,8 @@ import torch
 
 from model.checkpoint import load_checkpoint
 from tests.conftest import WEIGHTS
-from training import digit, digit_sum, fashion, segmenter, sequence
+from training import digit, digit_sum, fashion, line_reader, sequence
+from training.data import load_split
 
 CPU = torch.device("cpu")
 
@@ -62,16 +63,18 @@ def test_fashion_net_beats_the_original_best_cnn(fashion_dir):
     assert metrics["test_ece"] == pytest.approx(recorded["test_ece"], abs=5e-4)
 
 
-def test_segmenter_reads_more_strips_exactly_than_the_judge_alone(mnist_dir):
-    """The glyph counter exists to cut touching digits apart: on strips of test digits it must
-    read more of them exactly than segmentation without it, and the figures recorded in its
-    checkpoint must be the ones evaluation reproduces."""
-    checkpoint = load_checkpoint(WEIGHTS / "segmenter.pt")
-    metrics = segmenter.evaluate_command(checkpoint, str(mnist_dir), CPU)
+def test_line_reader_reads_real_world_strips_and_its_recorded_figures_reproduce(mnist_dir):
+    """The line reader's reason to be: cheque-like strips (patterned paper and marks training
+    never drew, touching digits) read exactly far more often than the segmentation reader did
+    (5% of them, docs/strip-reading.md), and MNIST-made strips as well as before; the figures
+    recorded in its checkpoint are the ones evaluation reproduces."""
+    checkpoint = load_checkpoint(WEIGHTS / "line_reader.pt")
+    names = ("test_dev_style_cheque", "test_mnist_strips_uniform")
+    metrics = line_reader.test_metrics(checkpoint.model, load_split("test", mnist_dir), CPU, only=names)
     recorded = checkpoint.metadata["metrics"]
-    assert metrics["test_strips"] == 1000 and metrics["test_glyphs"] == recorded["test_glyphs"]
-    assert metrics["test_strips_exact"] > metrics["test_strips_exact_without_counter"] + 0.01
-    assert metrics["test_strips_count_right"] >= 0.97
-    assert metrics["test_strips_contains_4_right"] >= 0.99
-    for key in ("test_accuracy", "test_strips_exact", "test_strips_exact_without_counter", "test_strips_count_right"):
-        assert metrics[key] == pytest.approx(recorded[key], abs=2e-3), key
+    assert metrics["test_dev_style_cheque"]["exact"] >= 0.75
+    assert metrics["test_dev_style_cheque"]["contains_4_right"] >= 0.95
+    assert metrics["test_mnist_strips_uniform"]["exact"] >= 0.90
+    for name in names:
+        for key, value in metrics[name].items():
+            assert value == pytest.approx(recorded[name][key], abs=2e-3), (name, key)

@@ -75,21 +75,24 @@ def test_fashion_one_batch(fashion_dir, tmp_path):
     assert metadata["metrics"]["test_samples"] == 10000
 
 
-def test_segmenter_trains_on_glyphs_of_rendered_strips(smoke_digit, mnist_dir, tmp_path):
-    """Strips of training digits cut by the serving segmentation, judged by a digit checkpoint:
-    the glyph counter trains, and its test figures include strips of test digits read end to
-    end with and without it."""
-    out = tmp_path / "segmenter.pt"
-    args = ["train", "segmenter", "--data-dir", str(mnist_dir), "--device", "cpu", "--limit", "24", "--epochs", "1",
-            "--init-from", str(smoke_digit), "--out", str(out)]
+def test_line_reader_trains_on_rendered_strips(mnist_dir, tmp_path):
+    """A few batches of rendered strips: the line reader trains with CTC, picks its epoch on
+    validation strips of both generator styles, and records its test figures by condition and
+    on MNIST-made strips; a second run continues from the first's weights."""
+    out = tmp_path / "line_reader.pt"
+    args = ["train", "line-reader", "--data-dir", str(mnist_dir), "--device", "cpu", "--limit", "64", "--epochs", "2",
+            "--batch-size", "16", "--workers", "1", "--out", str(out)]
     assert main(args) == 0
-    checkpoint = _check_run(out, "GlyphCounter")
-    metadata, metrics = checkpoint.metadata, checkpoint.metadata["metrics"]
-    assert metadata["labels"] == ["1 digit", "2 digits", "3 digits", "4+ digits"]
-    assert metadata["dataset"]["strips"]["fit"] == 24 and metadata["dataset"]["strips"]["read"] == 8
-    assert metadata["hyperparameters"]["judge"].startswith("digit.pt (")
-    assert metrics["test_glyphs"] == metadata["dataset"]["glyphs"]["test"] > 0
-    assert metrics["test_merges_missed"] <= metrics["test_merges"]
-    for key in ("exact", "count_right", "contains_4_right"):
-        assert 0.0 <= metrics[f"test_strips_{key}"] <= 1.0 and 0.0 <= metrics[f"test_strips_{key}_without_counter"] <= 1.0
-    assert checkpoint.model(torch.zeros(3, 1, 32, 96)).shape == (3, 4)
+    checkpoint = _check_run(out, "LineReader", epochs=2, confusion=False)
+    metrics = checkpoint.metadata["metrics"]
+    for style in ("train_style", "dev_style"):
+        for condition in ("clean", "paper", "marks", "touching", "cheque"):
+            assert set(metrics[f"test_{style}_{condition}"]) == {"exact", "digit_error", "count_right", "contains_4_right"}
+    assert metrics["test_accuracy"] == metrics["test_dev_style_cheque"]["exact"]
+    assert {"val_acc", "val_acc_dev"} <= set(checkpoint.metadata["history"][0])
+    assert not (out.with_suffix("") / "best_epoch.pt").exists()
+    log_probs = checkpoint.model(torch.zeros(2, 1, 32, 64), torch.tensor([16, 8]))
+    assert log_probs.shape == (2, 16, 11)
+    again = tmp_path / "again.pt"
+    assert main([*args[:-1], str(again), "--epochs", "1", "--init-from", str(out)]) == 0
+    assert _check_run(again, "LineReader", confusion=False).metadata["hyperparameters"]["init_from"] == "line_reader.pt"

@@ -1,0 +1,182 @@
+"""The strip reader's side of the one preprocessing, and how its output is read.
+
+A strip (a row of handwritten digits, with whatever else is on the paper: texture, a dash, a
+comma, an underline) is not cut into digits. It becomes one *line image*, the whole row at a
+fixed height, and the line reader (``model.architectures.LineReader``, a CNN-BiLSTM trained with
+CTC) emits, for every few columns, the probability of each digit or of "no digit here" (the CTC
+blank). Reading the digits is then a matter of taking the likeliest symbol per column and
+collapsing runs (``decode``); nothing decides where one digit ends by rule.
+
+``strip_to_line`` is used by training (on rendered strips) and by serving (on uploads) alike:
+
+1. ``to_gray`` and ``to_ink`` (``model.preprocess``): polarity from the border, background
+   level removed, MNIST polarity (ink high).
+2. crop to the ink that stands out (``crop_level``), at least ``min_strokes`` stroke widths
+   tall (so a mark alone keeps its size against the pen that wrote it), with a margin of a
+   tenth of its height;
+3. scale to ``height`` rows, aspect kept, and pad to at least ``min_width`` columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from model.preprocess import BLANK, DEFAULT_CONFIG, NoInkError, PreprocessConfig, resize_ink, to_gray, to_ink
+
+BLANK_CLASS = 10  # the CTC blank; digits are their own class index 0..9
+
+
+@dataclass(frozen=True)
+class LineConfig:
+    """Parameters of the line image; stored in the line reader's checkpoint."""
+
+    height: int = 32
+    # ``to_ink``'s parameters: paper texture below this share of the ink range is background,
+    # and an image with less contrast than ``min_contrast`` is blank.
+    noise_floor: float = DEFAULT_CONFIG.noise_floor
+    min_contrast: float = DEFAULT_CONFIG.min_contrast
+    # Ink below this level (after ``to_ink``) does not count when cropping to the writing.
+    crop_level: float = 0.35
+    # Margin kept around the crop, as a share of its height.
+    margin: float = 0.1
+    # The crop is at least this many stroke widths tall: a line's height is that of the
+    # writing, and a comma or a dot alone is far shorter than any digit its pen would write.
+    min_strokes: float = 5.0
+    # Lines are padded to at least this many columns (a lone "1" still spans several CTC steps)
+    # and scaled down to at most ``max_width`` (a strip of ``max_width / height`` digit heights).
+    min_width: int = 32
+    max_width: int = 2400
+    # Input normalisation of the network.
+    mean: float = 0.1
+    std: float = 0.3
+    # The CNN's horizontal downsampling: one CTC step per this many columns.
+    stride: int = 4
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, float | int]) -> LineConfig:
+        return cls(**data)
+
+
+DEFAULT_LINE = LineConfig()
+
+
+@dataclass(frozen=True)
+class Line:
+    """A strip as the line reader sees it: ``pixels`` [height, width] in [0, 1], and where its
+    columns came from (``left`` + column * ``scale`` is the source image's column)."""
+
+    pixels: np.ndarray
+    left: float
+    scale: float
+
+
+def strip_to_line(image: Image.Image | np.ndarray, config: LineConfig = DEFAULT_LINE) -> Line:
+    """A strip image (PIL image, or grayscale array in [0, 1]) -> its line image.
+
+    Raises ``NoInkError`` when nothing stands out from the background."""
+    gray = to_gray(image) if isinstance(image, Image.Image) else np.asarray(image, dtype=np.float32)
+    ink = to_ink(gray, PreprocessConfig(noise_floor=config.noise_floor, min_contrast=config.min_contrast))
+    strong = ink > config.crop_level
+    rows, cols = np.flatnonzero(strong.any(axis=1)), np.flatnonzero(strong.any(axis=0))
+    if rows.size == 0:
+        raise NoInkError(BLANK)
+    first, last = int(rows[0]), int(rows[-1]) + 1
+    pen = stroke_width(strong[first:last, cols[0] : cols[-1] + 1])
+    tall = max(last - first, int(np.ceil(config.min_strokes * pen)))
+    pad = max(1, round(config.margin * tall))
+    if tall > last - first:  # too short for its pen to be writing digits: keep the height it would have
+        first -= (tall - (last - first)) // 2
+        top, bottom = first - pad, first + tall + pad
+    else:
+        top, bottom = max(0, first - pad), min(ink.shape[0], last + pad)
+    left, right = max(0, cols[0] - pad), min(ink.shape[1], cols[-1] + 1 + pad)
+    crop = ink[max(0, top) : min(ink.shape[0], bottom), left:right]
+    crop = np.pad(crop, ((max(0, -top), max(0, bottom - ink.shape[0])), (0, 0)))
+    scale = config.height / crop.shape[0]
+    width = min(config.max_width, max(1, round(crop.shape[1] * scale)))
+    pixels = np.clip(resize_ink(crop, width, config.height), 0.0, 1.0)
+    if width < config.min_width:
+        before = (config.min_width - width) // 2
+        pixels = np.pad(pixels, ((0, 0), (before, config.min_width - width - before)))
+        left -= before * crop.shape[1] / width
+    return Line(pixels.astype(np.float32), float(left), crop.shape[1] / width)
+
+
+def stroke_width(strokes: np.ndarray) -> float:
+    """The pen's width in pixels, from a binary image of its strokes: twice the area over the
+    boundary (a stroke of length L and width w has area L w and about 2 L boundary pixels)."""
+    inside = np.pad(strokes, 1)
+    interior = inside[1:-1, 1:-1] & inside[:-2, 1:-1] & inside[2:, 1:-1] & inside[1:-1, :-2] & inside[1:-1, 2:]
+    boundary = int(strokes.sum() - interior.sum())
+    return 2.0 * float(strokes.sum()) / max(boundary, 1)
+
+
+def batch_lines(lines: list[np.ndarray], config: LineConfig = DEFAULT_LINE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Line images of any widths -> (the network's input [N, 1, height, max width], zero padded
+    on the right, normalised; the widths [N])."""
+    widths = torch.tensor([line.shape[1] for line in lines], dtype=torch.int64)
+    batch = torch.full((len(lines), 1, config.height, int(widths.max())), -config.mean / config.std)
+    for i, line in enumerate(lines):
+        batch[i, 0, :, : line.shape[1]] = (torch.from_numpy(line) - config.mean) / config.std
+    return batch, widths
+
+
+def steps_for(widths: torch.Tensor, config: LineConfig = DEFAULT_LINE) -> torch.Tensor:
+    """How many CTC steps the network gives a line of each width."""
+    return torch.div(widths, config.stride, rounding_mode="floor").clamp(min=1)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the line reader read in one line: the digits, each with its probability and the
+    line columns [first, last] its CTC steps cover, and P(the line holds a 4)."""
+
+    labels: list[int]
+    probabilities: list[float]
+    spans: list[tuple[int, int]]
+    contains_4: float
+
+
+def decode(probabilities: np.ndarray, stride: int = DEFAULT_LINE.stride) -> Reading:
+    """One line's per-step probabilities [T, 11] -> its reading (best-path CTC decoding).
+
+    Each step's likeliest symbol is taken and runs of one symbol collapsed; blanks separate
+    digits (so "3 blank 3" is two threes). A digit's probability is the highest its symbol
+    reaches over its run. P(contains a 4) is exact under the model's independence of steps: a
+    path holds a 4 iff some step emits one, so P = 1 - prod_t (1 - p_t(4)).
+    """
+    best = probabilities.argmax(axis=1)
+    labels: list[int] = []
+    confidences: list[float] = []
+    spans: list[tuple[int, int]] = []
+    previous = BLANK_CLASS
+    for step, symbol in enumerate(best):
+        symbol = int(symbol)
+        if symbol != BLANK_CLASS:
+            if symbol != previous:
+                labels.append(symbol)
+                confidences.append(float(probabilities[step, symbol]))
+                spans.append((step * stride, step * stride + stride - 1))
+            else:
+                confidences[-1] = max(confidences[-1], float(probabilities[step, symbol]))
+                spans[-1] = (spans[-1][0], step * stride + stride - 1)
+        previous = symbol
+    no_four = float(np.exp(np.log1p(-np.clip(probabilities[:, 4], 0.0, 1.0 - 1e-7)).sum()))
+    return Reading(labels, confidences, spans, 1.0 - no_four)
+
+
+@torch.inference_mode()
+def read_lines(model: torch.nn.Module, lines: list[np.ndarray], device: torch.device | str = "cpu",
+               config: LineConfig = DEFAULT_LINE) -> list[Reading]:
+    """One forward pass of the line reader over line images of any widths -> their readings."""
+    batch, widths = batch_lines(lines, config)
+    steps = steps_for(widths, config)
+    probabilities = model(batch.to(device), steps).float().exp().cpu().numpy()
+    return [decode(probabilities[i, : int(n)], config.stride) for i, n in enumerate(steps)]

@@ -1,0 +1,39 @@
+"""The real-world strip renderer: its truths are the digits only, it is reproducible, and the
+dev style holds out what training never draws."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.line import strip_to_line
+from training.render import CONDITIONS, DEV_STYLE, TRAIN_STYLE, draw_length, render_set, render_strip
+
+
+def test_dev_style_paper_and_marks_are_unseen_in_training():
+    assert not set(DEV_STYLE.textures) & set(TRAIN_STYLE.textures)
+    assert set(DEV_STYLE.marks) - set(TRAIN_STYLE.marks) == {"colon", "tilde", "asterisk"}
+
+
+@pytest.mark.parametrize("condition", CONDITIONS)
+def test_every_condition_renders_readable_strips_whose_truth_is_the_digits(mnist_test, condition):
+    strips = render_set(condition, mnist_test, np.arange(200), 12, 3, DEV_STYLE, condition)
+    for image, labels, length in zip(strips.images, strips.labels, [len(t) for t in strips.labels]):
+        assert 1 <= length <= 30 and all(0 <= d <= 9 for d in labels)
+        assert image.mode == "L" and min(image.size) >= 8
+        assert strip_to_line(image).pixels.shape[0] == 32
+
+
+def test_the_same_seed_renders_the_same_strips(mnist_test):
+    a = render_set("cheque", mnist_test, np.arange(100), 5, 9, TRAIN_STYLE)
+    b = render_set("cheque", mnist_test, np.arange(100), 5, 9, TRAIN_STYLE)
+    assert a.labels == b.labels
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a.images, b.images))
+
+
+def test_training_draws_marks_alone_with_an_empty_truth(mnist_test):
+    rng = np.random.default_rng(0)
+    lengths = [draw_length(rng, TRAIN_STYLE) for _ in range(4000)]
+    assert 0.06 < lengths.count(0) / len(lengths) < 0.10
+    strip = render_strip(mnist_test.images[:0], mnist_test.labels[:0], rng, TRAIN_STYLE)
+    assert strip.labels == [] and np.asarray(strip.image).std() > 0  # marks, no digit

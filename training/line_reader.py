@@ -1,0 +1,244 @@
+"""LineReader: reads a strip of handwritten digits whole, trained with CTC (``weights/line_reader.pt``).
+
+Data: strips rendered from MNIST digits as the world writes them (``training.render``: patterned
+paper, punctuation and lines that are not digits, touching and broken digits, slant, blur,
+JPEG), made afresh for every batch by ``--workers`` processes, so the network never sees the
+same strip twice. Fit strips use the training split's fit part; the validation strips, on which
+the epoch kept is chosen, use its held-out part; the test figures use the test split only:
+
+- by condition (``CONDITIONS``) with the training style, and the same conditions with
+  ``DEV_STYLE``, whose paper patterns and marks training never draws (how well reading carries
+  over to paper and punctuation it has not seen);
+- MNIST-made strips (``training.strips.make_strip``) of lengths uniform over 3-30 and N(10, 3),
+  the figures ``scripts/strip_accuracy.py`` measures through the service.
+
+An "epoch" is ``STEPS_PER_EPOCH`` batches of fresh strips.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from tqdm.auto import tqdm
+
+from model.architectures import LineReader, count_parameters
+from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from model.devices import select_device
+from model.preprocess import NoInkError
+from model.line import BLANK_CLASS, DEFAULT_LINE, LineConfig, batch_lines, read_lines, steps_for, strip_to_line
+from training.data import Split, load_split, train_val_indices
+from training.engine import History, progress, provenance, seed_everything, write_json
+from training.options import RunOptions
+from training.plots import plot_reading_curves
+from training.render import CONDITIONS, DEV_STYLE, TRAIN_STYLE, StripSet, Style, draw_length, render_set, render_strip
+
+VERSION = "1.0.0"
+ARGUMENTS: dict[str, Any] = {"channels": [32, 64, 128, 192], "hidden": 192, "layers": 2, "dropout": 0.2}
+STEPS_PER_EPOCH = 1500
+VAL_STRIPS = 600  # per style
+TEST_STRIPS = 500  # per condition and style; per length law for the MNIST-made strips
+
+
+class RenderedStrips(IterableDataset):
+    """An endless stream of training batches of strips rendered from ``split``'s ``indices``.
+
+    Each worker draws from its own generator, seeded by (seed, worker): the stream is the same
+    for the same seed and worker count. Strips are rendered ``POOL`` batches at a time and
+    grouped by width, so a batch's lines are padded to little more than their own width (a
+    batch mixing a one-digit amount and a 30-digit strip would spend most of its work on
+    padding)."""
+
+    POOL = 4
+
+    def __init__(self, split: Split, indices: np.ndarray, seed: int, batch_size: int, style: Style = TRAIN_STYLE,
+                 line: LineConfig = DEFAULT_LINE) -> None:
+        self.images, self.labels = split.images[indices], split.labels[indices]
+        self.seed, self.batch_size, self.style, self.line = seed, batch_size, style, line
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        rng = np.random.default_rng([self.seed, info.id if info else 0])
+        while True:
+            pool = []
+            for _ in range(self.POOL * self.batch_size):
+                pick = rng.integers(0, len(self.labels), draw_length(rng, self.style))
+                strip = render_strip(self.images[pick], self.labels[pick], rng, self.style)
+                try:
+                    pool.append((strip_to_line(strip.image, self.line).pixels, strip.labels))
+                except NoInkError:  # a faint mark alone on busy paper: nothing stands out
+                    continue
+            pool.sort(key=lambda item: item[0].shape[1])
+            for k in rng.permutation(len(pool) // self.batch_size):
+                yield collate(pool[k * self.batch_size : (k + 1) * self.batch_size], self.line)
+
+
+def _one_thread(_: int) -> None:
+    """Each loader process renders on one core: the workers, not threads, use the machine."""
+    torch.set_num_threads(1)
+
+
+def collate(items: list[tuple[np.ndarray, list[int]]], line: LineConfig = DEFAULT_LINE) -> dict[str, torch.Tensor]:
+    batch, widths = batch_lines([pixels for pixels, _ in items], line)
+    return {"lines": batch, "steps": steps_for(widths, line),
+            "targets": torch.tensor([d for _, labels in items for d in labels], dtype=torch.int64),
+            "target_lengths": torch.tensor([len(labels) for _, labels in items], dtype=torch.int64)}
+
+
+def ctc_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+    log_probs = model(batch["lines"].to(device, non_blocking=True), batch["steps"])
+    return F.ctc_loss(log_probs.float().transpose(0, 1), batch["targets"].to(device), batch["steps"], batch["target_lengths"],
+                      blank=BLANK_CLASS, zero_infinity=True)
+
+
+def edit_distance(a: list[int], b: list[int]) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        previous, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (x != y))
+    return row[-1]
+
+
+def score(read: list[list[int]], fours: list[bool], truths: list[list[int]]) -> dict[str, float]:
+    """Exact strips, digit error (edit distance per true digit), count and contains-4 right."""
+    n = max(len(truths), 1)
+    digits = max(sum(len(t) for t in truths), 1)
+    return {"exact": sum(r == t for r, t in zip(read, truths)) / n,
+            "digit_error": sum(edit_distance(r, t) for r, t in zip(read, truths)) / digits,
+            "count_right": sum(len(r) == len(t) for r, t in zip(read, truths)) / n,
+            "contains_4_right": sum(f == (4 in t) for f, t in zip(fours, truths)) / n}
+
+
+def evaluate_set(model: torch.nn.Module, strips: StripSet, device: torch.device, line: LineConfig = DEFAULT_LINE,
+                 batch_size: int = 128) -> dict[str, float]:
+    """Read every strip of the set (batched by width) and score it."""
+    model.eval()
+    pixels = [strip_to_line(image, line).pixels for image in strips.images]
+    order = np.argsort([p.shape[1] for p in pixels])
+    readings: list[Any] = [None] * len(pixels)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        for i, reading in zip(chunk, read_lines(model, [pixels[i] for i in chunk], device, line)):
+            readings[i] = reading
+    return score([r.labels for r in readings], [r.contains_4 >= 0.5 for r in readings], strips.labels)
+
+
+def train(options: RunOptions) -> Path:
+    started = time.time()
+    seed_everything(options.seed)
+    device = select_device(options.device)
+    train_split, test_split = load_split("train", options.data_dir), load_split("test", options.data_dir)
+    fit_idx, val_idx = train_val_indices(len(train_split), options.val_size, options.seed)
+    if options.limit:
+        fit_idx = fit_idx[: options.limit]
+    workers = options.workers if options.workers is not None else max(1, (os.cpu_count() or 2) - 1)
+    loader = DataLoader(RenderedStrips(train_split, fit_idx, options.seed, options.batch_size), batch_size=None,
+                        num_workers=workers, worker_init_fn=_one_thread, pin_memory=device.type == "cuda",
+                        persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
+    smoke = bool(options.limit)  # a smoke run: few steps, few evaluation strips
+    val_count, test_count = (20, 10) if smoke else (VAL_STRIPS, TEST_STRIPS)
+    val_sets = [render_set("val", train_split, val_idx, val_count, options.seed + 1, TRAIN_STYLE),
+                render_set("val_dev", train_split, val_idx, val_count, options.seed + 2, DEV_STYLE)]
+
+    model = LineReader(**ARGUMENTS).to(device)
+    if options.init_from:  # continue from an earlier run's weights (a second, shorter schedule)
+        model.load_state_dict(load_checkpoint(options.init_from).model.state_dict())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=1e-2)
+    steps_per_epoch = options.steps_per_epoch or (STEPS_PER_EPOCH if not smoke else max(2, options.limit // options.batch_size))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=options.lr, total_steps=options.epochs * steps_per_epoch,
+                                                    pct_start=0.1)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(options.ema_decay), use_buffers=True)
+    history, best = History(), (-1.0, None)
+    options.artefacts.mkdir(parents=True, exist_ok=True)
+    stopped_after = options.epochs
+    stream = iter(loader)
+    for epoch in range(1, options.epochs + 1):
+        model.train()
+        loss_sum = 0.0
+        bar = progress(range(steps_per_epoch), steps_per_epoch, f"line reader {epoch}/{options.epochs}")
+        for step in bar:
+            loss = ctc_loss(model, next(stream), device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            scheduler.step()
+            ema.update_parameters(model)
+            loss_sum += loss.item()
+            bar.set_postfix(loss=f"{loss_sum / (step + 1):.4f}")
+        val, val_dev = (evaluate_set(ema.module, s, device) for s in val_sets)
+        history.add(epoch=epoch, train_loss=loss_sum / steps_per_epoch, val_acc=val["exact"], val_acc_dev=val_dev["exact"],
+                    val_digit_error=val["digit_error"], val_digit_error_dev=val_dev["digit_error"])
+        chosen = (val["exact"] + val_dev["exact"]) / 2
+        if chosen >= best[0]:
+            best = (chosen, copy.deepcopy(ema.module.state_dict()))
+            torch.save(best[1], options.artefacts / "best_epoch.pt")  # survives a run cut short
+        if options.time_limit and time.time() - started > options.time_limit and epoch < options.epochs:
+            tqdm.write(f"time limit of {options.time_limit} s reached after epoch {epoch}: stopping")
+            stopped_after = epoch
+            break
+    model.load_state_dict(best[1])
+    (options.artefacts / "best_epoch.pt").unlink()
+    metrics = test_metrics(model, test_split, device, test_count)
+    metrics["val_exact"] = best[0]
+    metadata = {
+        "name": "line_reader",
+        "task": "read a strip of handwritten digits whole (CNN-BiLSTM, CTC); P(contains a 4) from its step probabilities",
+        "architecture": "LineReader",
+        "arguments": ARGUMENTS,
+        "version": VERSION,
+        "labels": [str(d) for d in range(10)] + ["<blank>"],
+        "preprocess": DEFAULT_LINE.to_dict(),
+        "parameters": count_parameters(model),
+        "dataset": {"name": "MNIST", "sha256": {**train_split.checksums, **test_split.checksums},
+                    "strips": "rendered by training.render (TRAIN_STYLE), fresh each batch"},
+        "hyperparameters": {**options.hyperparameters(), "workers": workers, "optimizer": "AdamW wd 1e-2",
+                            "schedule": "one-cycle", "steps_per_epoch": steps_per_epoch, "loss": "CTC",
+                            "epochs_run": stopped_after,
+                            "weights": f"exponential moving average, decay {options.ema_decay}"},
+        "metrics": metrics,
+        "history": history.epochs,
+        **provenance(device, started),
+    }
+    save_checkpoint(model, metadata, options.out)
+    write_json(options.artefacts / "metrics.json", {"metrics": metrics, "history": history.epochs,
+                                                    "train_seconds": metadata["train_seconds"]})
+    plot_reading_curves(history.epochs, options.artefacts / "curves.png",
+                        f"line reader (test: unseen-style cheque-like strips read exactly {100 * metrics['test_accuracy']:.1f}%)")
+    return options.out
+
+
+def test_metrics(model: torch.nn.Module, test: Split, device: torch.device, count: int = TEST_STRIPS,
+                 only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Figures on test digits only: by condition for each style, and on MNIST-made strips (or
+    just the sets named in ``only``). The strips are fixed (their seeds do not depend on the
+    run's), so every checkpoint is scored on the same ones."""
+    everything = np.arange(len(test))
+    sets: dict[str, tuple[int, Style, str, str]] = {}  # name -> seed, style, condition, lengths
+    for style_name, style, offset in (("train_style", TRAIN_STYLE, 0), ("dev_style", DEV_STYLE, 5)):
+        for k, condition in enumerate(CONDITIONS):
+            sets[f"test_{style_name}_{condition}"] = (1000 + 10 * k + offset, style, condition, "mixed")
+    for lengths in ("uniform", "study"):
+        sets[f"test_mnist_strips_{lengths}"] = (2000, TRAIN_STYLE, "mnist", lengths)
+    metrics: dict[str, Any] = {}
+    for name, (seed, style, condition, lengths) in sets.items():
+        if only is None or name in only:
+            strips = render_set(condition, test, everything, count, seed, style, condition, lengths)
+            metrics[name] = evaluate_set(model, strips, device)
+    if "test_dev_style_cheque" in metrics:  # the headline: unseen-style cheque-like strips read exactly
+        metrics["test_accuracy"] = metrics["test_dev_style_cheque"]["exact"]
+    return metrics
+
+
+def evaluate_command(checkpoint: Checkpoint, data_dir: str | None, device: torch.device) -> dict[str, Any]:
+    """``python -m training evaluate weights/line_reader.pt``: recompute the test figures."""
+    return test_metrics(checkpoint.model.to(device), load_split("test", data_dir), device)
