@@ -1,10 +1,11 @@
 """Dynamic batching: concurrent requests for one model share one forward pass.
 
 A request hands its preprocessed input to the model's ``Batcher`` and awaits the answer. The
-batcher's loop waits for the first queued job, then gathers more until the batch holds
-``max_batch`` images or ``max_wait`` has passed since that first job arrived, and runs the whole
-batch on the inference thread. While one batch runs, the next one gathers, so under load batches
-fill by themselves and an idle service adds at most ``max_wait`` to a lone request.
+batcher's loop waits for the first queued job and takes every job queued by then, up to
+``max_batch`` images, and runs the batch on the inference thread. While one batch runs, the
+next one gathers in the queue, so under load batches fill by themselves, and an idle model
+starts a lone request at once. ``max_wait`` (0 by default) may hold a batch back to fill, up to
+that long after its first job arrived: fewer, fuller passes for a little latency.
 
 The queue is bounded: a job that would take it past ``max_queue`` images is refused at once
 (``Overloaded``), so latency cannot grow without bound; a job whose deadline passes while it
@@ -22,7 +23,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from prometheus_client import Gauge
+from prometheus_client import Gauge, Histogram
 
 log = logging.getLogger("app.batching")
 
@@ -65,10 +66,12 @@ class Batcher(Generic[P, R]):
         max_wait: float,
         max_queue: int,
         queue_depth: Gauge | None = None,
+        queue_wait: Histogram | None = None,
     ) -> None:
         self.name, self.run_batch, self.executor = name, run_batch, executor
         self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait, max_queue
         self.queue_depth = queue_depth.labels(name) if queue_depth is not None else None
+        self.queue_wait = queue_wait.labels(name) if queue_wait is not None else None
         self._jobs: deque[_Job[P, R]] = deque()
         self._queued = 0  # images waiting, not yet in a running batch
         self._arrival = asyncio.Event()
@@ -127,7 +130,8 @@ class Batcher(Generic[P, R]):
             self.queue_depth.set(images)
 
     async def _gather(self) -> list[_Job[P, R]]:
-        """Wait for the first job, then for a full batch or ``max_wait`` after that job arrived."""
+        """Wait for the first job; then, with ``max_wait``, for a full batch or ``max_wait`` after
+        that job arrived; take the queued jobs, up to ``max_batch`` images."""
         while not self._jobs:
             self._arrival.clear()
             await self._arrival.wait()
@@ -155,6 +159,8 @@ class Batcher(Generic[P, R]):
             if job.deadline <= now:
                 job.future.set_exception(DeadlineExceeded())
                 continue
+            if self.queue_wait is not None:
+                self.queue_wait.observe(now - job.arrived)
             live.append(job)
         return live
 

@@ -132,3 +132,31 @@ def test_sequences_of_different_lengths_share_a_pass_and_keep_their_answers(mnis
         assert {k: v for k, v in got.items() if k != "probability"} == {k: v for k, v in want.items() if k != "probability"}
         assert got["probability"] == pytest.approx(want["probability"], rel=1e-5, abs=1e-7)
     assert [d["label"] for d in expected[1]["digits"]] == [int(mnist_test.labels[i]) for i in known[2:7]]
+
+
+def test_a_lone_request_starts_its_pass_at_once(mnist_test, known):
+    """By default a batch starts as soon as the model is free: one request at a time, each
+    waits in the queue for no batch wait at all (well under 25 ms, where a 200 ms batch wait,
+    the contrast, holds each one 200 ms), and runs alone."""
+    image = digit_image(mnist_test.images[known[0]])
+    for wait_ms, low, high in ((None, 0.0, 0.025), (200, 0.2, 10.0)):
+        settings = {} if wait_ms is None else {"batch_max_wait_ms": wait_ms}
+        with make_client(**settings) as client:
+            for _ in range(5):
+                assert _post_digit(client, image)[0] == 200
+            count = _metric(client, "inference_queue_wait_seconds_count", '{model="digit"}')
+            total = _metric(client, "inference_queue_wait_seconds_sum", '{model="digit"}')
+            assert count == 5
+            assert 5 * low <= total <= 5 * high
+            assert _metric(client, "inference_batch_requests_bucket", '{le="1.0",model="digit"}') == 5
+
+
+def test_concurrent_requests_still_share_passes_without_a_batch_wait(mnist_test, known):
+    """With no batch wait, requests that arrive while a pass runs form the next batch."""
+    images = [digit_image(mnist_test.images[i]) for i in known]
+    with make_client() as client, ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda k: _post_digit(client, images[k % len(images)])[0], range(96)))
+        assert statuses == [200] * 96
+        passes = _metric(client, "inference_batch_requests_count", '{model="digit"}')
+        assert _metric(client, "inference_batch_requests_sum", '{model="digit"}') == 96
+        assert passes < 96  # some pass served more than one request
