@@ -72,9 +72,11 @@ def main() -> None:
         access_log=False,  # app.observability writes one structured line per request instead
         timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
     )
-    if settings.workers > 1:
+    workers = settings.worker_count
+    log.info("starting %d worker%s (WORKERS=%s)", workers, "s" * (workers > 1), settings.workers)
+    if workers > 1:
         # uvicorn's supervisor forwards the signal to each worker, which drains without the delay.
-        uvicorn.run("app.main:app", workers=settings.workers, **options)
+        uvicorn.run("app.main:app", workers=workers, **options)
         return
     app = create_app(settings)
     server = DrainingServer(uvicorn.Config(app, **options), app.state.readiness, settings.shutdown_drain_seconds)

@@ -8,7 +8,19 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from model.devices import memory_limit, usable_cpus
+
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+
+
+def resolve_workers(worker_memory_mb: int, cpus: int | None = None, memory: int | None = None) -> int:
+    """``WORKERS=auto``: one worker per usable CPU (affinity and cgroup quota: the service is
+    bound by one interpreter lock per process), but no more than fit in the memory limit at
+    ``worker_memory_mb`` each, and at least one."""
+    cpus = usable_cpus() if cpus is None else cpus
+    memory = memory_limit() if memory is None else memory
+    fit = cpus if memory is None else memory // (worker_memory_mb * 1024 * 1024)
+    return max(1, min(cpus, fit))
 
 
 class Settings(BaseSettings):
@@ -22,12 +34,15 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the models run; auto = CUDA when available")
     weights_dir: Path = Field(DEFAULT_WEIGHTS, description="folder with the checkpoints and their SHA256SUMS")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
-    workers: int = Field(1, ge=1, description="uvicorn worker processes")
+    workers: int | Literal["auto"] = Field("auto", description="uvicorn worker processes; auto = one per usable CPU, "
+                                         "as many as WORKER_MEMORY_MB each fit in the memory limit")
+    worker_memory_mb: int = Field(800, ge=100, description="memory one worker is planned to take (WORKERS=auto)")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per worker (default: usable CPUs / WORKERS)")
 
     batching: bool = Field(True, description="gather concurrent requests into shared forward passes")
     batch_max_size: int = Field(64, ge=1, description="most images in one batched forward pass")
-    batch_max_wait_ms: float = Field(2.0, ge=0, description="longest a batch waits to fill, from its first request's arrival")
+    batch_max_wait_ms: float = Field(0.0, ge=0, description="longest a batch waits to fill, from its first request's arrival; "
+                                     "0: a batch starts as soon as the model is free (requests gather while a pass runs)")
     max_queue_images: int = Field(1024, ge=1, description="most images waiting per model; beyond it 503 with Retry-After")
     max_pending_requests: int = Field(256, ge=1, description="most prediction requests in flight; beyond it 503 with Retry-After at once")
     request_timeout_seconds: float = Field(10.0, gt=0, description="a prediction still waiting for its batch this long after arrival gets 503")
@@ -44,6 +59,20 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="when set, required on predictions, /models and /metrics")
     # NoDecode: the variable is a comma-separated list, not JSON.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="origins allowed by CORS, comma-separated; none by default")
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, int) and value < 1:
+            raise ValueError("WORKERS must be at least 1, or auto")
+        return value
+
+    @property
+    def worker_count(self) -> int:
+        """WORKERS resolved: a number as given; ``auto`` is ``resolve_workers`` on this machine."""
+        return self.workers if isinstance(self.workers, int) else resolve_workers(self.worker_memory_mb)
 
     @field_validator("api_key", mode="before")
     @classmethod

@@ -32,7 +32,7 @@ class ThreadPlan:
 
     def __init__(self, settings: Settings) -> None:
         cpus = usable_cpus()
-        self.small = settings.torch_threads or max(1, cpus // settings.workers)
+        self.small = settings.torch_threads or max(1, cpus // settings.worker_count)
         self.large = settings.torch_threads or cpus
         self._current = 0
 

@@ -238,9 +238,13 @@ def run(args: argparse.Namespace) -> Report:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     workers = args.workers or usable_cpus()
+    # --defaults: the service exactly as `make serve` starts it (WORKERS=auto, every default).
+    service_env = {"LOG_LEVEL": "warning", "DEVICE": "cpu"} if args.defaults else \
+        {"WORKERS": str(workers), "LOG_LEVEL": "warning", "DEVICE": "cpu"}
     report = Report(machine={
         "cpu": platform.processor() or platform.machine(), "cpu_model": _cpu_model(), "usable_cpus": usable_cpus(),
-        "python": platform.python_version(), "torch": torch.__version__, "service_workers": workers,
+        "python": platform.python_version(), "torch": torch.__version__,
+        "service_workers": "auto (make serve's defaults)" if args.defaults else workers,
         "seconds_per_scenario": args.seconds,
     })
     bodies = make_bodies(args.data_dir)
@@ -248,13 +252,14 @@ def run(args: argparse.Namespace) -> Report:
     report.in_process = in_process_limit(args.data_dir, args.seconds)
 
     python = sys.executable
-    service_env = {"WORKERS": str(workers), "LOG_LEVEL": "warning", "DEVICE": "cpu"}
     servers = [
         ("service", [python, "-m", "app"], service_env, True),
         ("service, batching off", [python, "-m", "app"], {**service_env, "BATCHING": "false"}, True),
         ("service, 1 worker", [python, "-m", "app"], {**service_env, "WORKERS": "1"}, False),
         ("reference (tutorial-style)", [python, "-m", "uvicorn", "bench.reference_server:app"], {}, False),
     ]
+    if args.digits_only:  # the quick comparison: single digits and the 256-digit request
+        servers = [entry for entry in servers if entry[0] in ("service", "reference (tutorial-style)")]
     for name, command, env, everything in servers:
         port = free_port()
         command = command + (["--port", str(port)] if "uvicorn" in command else [])
@@ -265,10 +270,13 @@ def run(args: argparse.Namespace) -> Report:
                 report.results.append(measure(name, "digit", url, bodies["digit"], concurrency, args.seconds, work))
             report.results.append(measure(name, "digit x256", url, bodies["digit x256"], 1, args.seconds, work))
             report.results.append(measure(name, "digit x256", url, bodies["digit x256"], 4, args.seconds, work))
-            if everything:
+            if everything and not args.digits_only:
                 report.results.append(measure(name, "sequence strip x10", url, bodies["sequence strip x10"], 8, args.seconds, work))
                 report.results.append(measure(name, "digit-sum", url, bodies["digit-sum"], 64, args.seconds, work))
 
+    if args.digits_only:
+        report.ratios = ratios(report)
+        return report
     print("overload", flush=True)
     port = free_port()
     with server([python, "-m", "app"], {**service_env, "PORT": str(port)}, port) as process:
@@ -297,12 +305,18 @@ def _find(report: Report, server_name: str, scenario: str, concurrency: int) -> 
 def ratios(report: Report) -> dict[str, float]:
     service64 = _find(report, "service", "digit", 64)
     limit = report.in_process["serving form"]
-    return {
-        "service / reference, single digits at c=64": service64.rps / _find(report, "reference (tutorial-style)", "digit", 64).rps,
-        "batching on / off, single digits at c=64": service64.rps / _find(report, "service, batching off", "digit", 64).rps,
+    reference = "reference (tutorial-style)"
+    out = {
+        "service / reference p50, single digits at c=1": _find(report, "service", "digit", 1).p50_ms / _find(report, reference, "digit", 1).p50_ms,
+        "service / reference req/s, single digits at c=1": _find(report, "service", "digit", 1).rps / _find(report, reference, "digit", 1).rps,
+        "service / reference, single digits at c=8": _find(report, "service", "digit", 8).rps / _find(report, reference, "digit", 8).rps,
+        "service / reference, single digits at c=64": service64.rps / _find(report, reference, "digit", 64).rps,
         "256-digit request (c=1) / in-process limit": _find(report, "service", "digit x256", 1).digits_per_s / limit,
         "256-digit requests (c=4) / in-process limit": _find(report, "service", "digit x256", 4).digits_per_s / limit,
     }
+    if any(r.server == "service, batching off" for r in report.results):
+        out["batching on / off, single digits at c=64"] = service64.rps / _find(report, "service, batching off", "digit", 64).rps
+    return out
 
 
 def _cpu_model() -> str:
@@ -335,6 +349,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="load per scenario, after a 1 s warm-up")
     parser.add_argument("--overload-seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=None, help="service worker processes (default: usable CPUs)")
+    parser.add_argument("--defaults", action="store_true", help="start the service with make serve's defaults "
+                        "(WORKERS=auto) instead of WORKERS=--workers")
+    parser.add_argument("--digits-only", action="store_true", help="only the service and the reference, single digits "
+                        "and the 256-digit request (a quicker comparison)")
     parser.add_argument("--work", default="/tmp/digitserve-bench", help="scratch folder for request bodies")
     parser.add_argument("--json", default=None, help="also write every figure here")
     args = parser.parse_args(argv)

@@ -35,3 +35,31 @@ def usable_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     except (OSError, ValueError):
         pass
     return max(1, cpus)
+
+
+CGROUP_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")
+CGROUP_V1_MEMORY_LIMIT = Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")
+MEMINFO = Path("/proc/meminfo")
+
+
+def memory_limit(memory_max: Path = CGROUP_MEMORY_MAX, v1_limit: Path = CGROUP_V1_MEMORY_LIMIT,
+                 meminfo: Path = MEMINFO) -> int | None:
+    """Bytes of memory this process may use: a container's limit (cgroup v2 ``memory.max``, or
+    v1 ``memory.limit_in_bytes``), else the machine's total; None when none can be read. A v1
+    "no limit" is a huge number, so the smaller of the limit and the machine's total is taken."""
+    total = None
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                total = int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    limits = [total] if total else []
+    for path in (memory_max, v1_limit):
+        try:
+            value = path.read_text().strip()
+        except OSError:
+            continue
+        if value.isdigit():
+            limits.append(int(value))
+    return min(limits) if limits else None

@@ -57,9 +57,10 @@ def free_port() -> int:
 
 @contextmanager
 def running_service(**env: str) -> Iterator[Service]:
-    """Start ``python -m app`` on a free port and return once uvicorn says it is serving."""
+    """Start ``python -m app`` on a free port and return once uvicorn says it is serving: one
+    worker unless ``WORKERS`` is given (the default, ``auto``, would start one per CPU)."""
     port = free_port()
-    environment = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "DEVICE": "cpu", "PYTHONUNBUFFERED": "1", **env}
+    environment = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "DEVICE": "cpu", "PYTHONUNBUFFERED": "1", "WORKERS": "1", **env}
     process = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=environment, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     service = Service(process, f"http://127.0.0.1:{port}")

@@ -1,0 +1,53 @@
+"""WORKERS=auto: one worker per usable CPU, as many as fit in the memory limit (fakes stand in
+for the cgroup and /proc files a container would show)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.settings import Settings, resolve_workers
+from model.devices import memory_limit, usable_cpus
+
+GiB = 1024**3
+
+
+@pytest.mark.parametrize(("cpus", "memory", "expected"), [
+    (2, 24 * GiB, 2),  # this machine: the CPUs decide
+    (8, 2 * GiB, 2),  # a 2 GB container on a big host: memory decides (800 MB each)
+    (4, None, 4),  # no memory figure at all: the CPUs decide
+    (2, 500 * 1024**2, 1),  # not even one worker's worth: still one
+])
+def test_auto_takes_the_cpus_capped_by_memory(cpus, memory, expected):
+    assert resolve_workers(800, cpus=cpus, memory=memory) == expected
+
+
+def test_a_number_is_taken_as_given_and_auto_resolves_on_this_machine(monkeypatch):
+    monkeypatch.setenv("WORKERS", "3")
+    assert Settings().worker_count == 3
+    monkeypatch.setenv("WORKERS", "auto")
+    assert Settings().workers == "auto"
+    assert 1 <= Settings().worker_count <= usable_cpus()
+    monkeypatch.setenv("WORKERS", "0")
+    with pytest.raises(ValueError):
+        Settings()
+
+
+def test_cgroup_quota_caps_the_cpus(tmp_path):
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("100000 100000\n")  # --cpus 1
+    assert usable_cpus(cpu_max) == 1
+    cpu_max.write_text("max 100000\n")
+    assert usable_cpus(cpu_max) >= 1
+
+
+def test_memory_limit_reads_cgroup_v2_v1_and_meminfo(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16384000 kB\nMemFree:         1000 kB\n")
+    v2, v1 = tmp_path / "memory.max", tmp_path / "limit_in_bytes"
+    assert memory_limit(v2, v1, meminfo) == 16384000 * 1024  # no cgroup files: the machine's total
+    v2.write_text("2147483648\n")
+    assert memory_limit(v2, v1, meminfo) == 2 * GiB  # --memory 2g
+    v2.write_text("max\n")
+    v1.write_text("9223372036854771712\n")  # cgroup v1's "no limit"
+    assert memory_limit(v2, v1, meminfo) == 16384000 * 1024
+    assert memory_limit(tmp_path / "a", tmp_path / "b", tmp_path / "c") is None
