@@ -132,9 +132,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(command: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a server process and wait until it answers; stop it (SIGTERM) afterwards."""
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+def server(command: list[str], env: dict[str, str], port: int, cwd: Path = ROOT) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server process (in ``cwd``) and wait until it answers; stop it (SIGTERM) afterwards."""
+    process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
-from model.architectures import DigitEncoder, FashionNet
+from model.architectures import DigitEncoder, FashionNet, LineReader
 
 # Images per forward pass of the encoder; measured best on 2 CPU cores (docs/performance.md).
 ENCODER_CHUNK = 128
@@ -37,14 +37,14 @@ class ChunkedEncoder(nn.Module):
         return torch.cat([self.inner(part) for part in images.split(self.chunk)])
 
 
-def _compile_encoder(encoder: nn.Module, device: torch.device) -> nn.Module:
+def _compile_encoder(encoder: nn.Module, device: torch.device, example_shape: tuple[int, ...] = (2, 1, 28, 28)) -> nn.Module:
     """The encoder (or a whole single-input CNN) with every Conv-BatchNorm pair folded into one
     convolution, channels-last on the CPU, traced and frozen by TorchScript: one call that runs in
     C++ without holding the GIL, so a busy event loop cannot stall it between layers."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fx and the tracer warn about what they need not see into
         folded = fuse(encoder)
-        example = torch.zeros(2, 1, 28, 28, device=device)
+        example = torch.zeros(*example_shape, device=device)
         if device.type == "cpu":
             folded = folded.to(memory_format=torch.channels_last)
             example = example.contiguous(memory_format=torch.channels_last)
@@ -62,6 +62,8 @@ def for_inference(model: nn.Module, device: torch.device, chunk: int = ENCODER_C
     served = copy.deepcopy(model).eval().to(device)
     if isinstance(served, FashionNet):  # one image in, logits out: the whole network compiles
         return ChunkedEncoder(_compile_encoder(served, device), chunk)
+    if isinstance(served, LineReader):  # the convolutions compile (any width); the LSTM stays eager
+        served.conv = _compile_encoder(served.conv, device, (1, 1, 32, 64))
     for name, child in list(served.named_children()):
         if isinstance(child, DigitEncoder):
             setattr(served, name, ChunkedEncoder(_compile_encoder(child, device), chunk))

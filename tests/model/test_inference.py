@@ -97,3 +97,20 @@ def test_garment_serving_form_matches_the_network(fashion_test) -> None:
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
     assert isinstance(served, ChunkedEncoder)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in served.modules())
+
+
+def test_line_reader_serving_form_reads_as_the_checkpoint_does(mnist_test, line_reader_checkpoint: Checkpoint) -> None:
+    """The compiled convolutions (BatchNorm folded, channels-last) change no reading, at any width."""
+    from model.line import read_lines, strip_to_line
+    from tests.imaging import make_strip
+
+    rng = np.random.default_rng(4)
+    lines = []
+    for length in (1, 4, 12, 25):
+        index = rng.integers(0, len(mnist_test), length)
+        lines.append(strip_to_line(make_strip(mnist_test.images[index], mnist_test.labels[index], rng).image).pixels)
+    served = for_inference(line_reader_checkpoint.model, torch.device("cpu"))
+    for plain, fast in zip(read_lines(line_reader_checkpoint.model, lines), read_lines(served, lines), strict=True):
+        assert plain.labels == fast.labels and plain.spans == fast.spans
+        assert fast.probabilities == pytest.approx(plain.probabilities, abs=1e-4)
+        assert fast.contains_4 == pytest.approx(plain.contains_4, abs=1e-4)
