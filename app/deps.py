@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.budget import PixelBudget
 from app.engine import Engine
 from app.errors import ApiError
 from app.observability import Metrics
@@ -39,21 +40,24 @@ async def get_models(request: Request) -> Models:
 @dataclass(frozen=True)
 class Serving:
     """Everything a prediction needs, as one dependency: the loaded models, the engine that runs
-    them, the settings, the metrics, and when this request stops being worth answering (its
-    arrival, as stamped by ``Admission``, plus REQUEST_TIMEOUT_SECONDS, in ``time.monotonic()``)."""
+    them, the settings, the metrics, when this request stops being worth answering (its
+    arrival, as stamped by ``Admission``, plus REQUEST_TIMEOUT_SECONDS, in ``time.monotonic()``),
+    and this worker's budget of decoded pixels."""
 
     models: Models
     engine: Engine
     settings: Settings
     metrics: Metrics
     deadline: float
+    pixels: PixelBudget
 
 
 async def get_serving(request: Request, models: Annotated[Models, Depends(get_models)],
                       settings: Annotated[Settings, Depends(get_settings)],
                       metrics: Annotated[Metrics, Depends(get_metrics)]) -> Serving:
     """Only for requests admitted while ready (``get_models`` answers 503 otherwise)."""
-    return Serving(models, request.state.engine, settings, metrics, request.state.arrived + settings.request_timeout_seconds)
+    return Serving(models, request.state.engine, settings, metrics, request.state.arrived + settings.request_timeout_seconds,
+                   request.state.pixels)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import inference
 from app.batching import Batcher, DeadlineExceeded, Overloaded, run_unbatched
-from app.errors import ApiError
+from app.errors import RETRY_AFTER, ApiError
 from app.observability import Metrics
 from app.registry import Models
 from app.settings import Settings
@@ -36,8 +36,6 @@ from model.line import Reading
 
 P = TypeVar("P")
 R = TypeVar("R")
-
-RETRY_AFTER = {"Retry-After": "1"}
 
 
 Prepare = Callable[[], tuple[P, int]]

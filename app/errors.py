@@ -20,6 +20,9 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "
                413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_request", 503: "not_ready"}
 
 
+RETRY_AFTER = {"Retry-After": "1"}
+
+
 class ApiError(Exception):
     """An error the client caused or should know about, with its HTTP status and stable code."""
 

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import tuning
+from app.budget import PixelBudget
 from app.engine import Engine
 from app.errors import error_body, install_error_handlers
 from app.observability import Metrics, RequestObserver
@@ -116,7 +117,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
              loaded.device, engine.threads.small, engine.threads.large, tuning.LARGE_BATCH,
              f"up to {settings.batch_max_size} images / {settings.batch_max_wait_ms} ms" if settings.batching else "off")
     try:
-        yield {"models": loaded, "engine": engine}
+        yield {"models": loaded, "engine": engine,
+               "pixels": PixelBudget(settings.max_request_pixels, settings.max_inflight_pixels)}
     finally:
         readiness.ready = False
         log.info("shutting down")

@@ -7,6 +7,7 @@ raise ``ApiError`` for anything wrong with the input.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +15,8 @@ import numpy as np
 from PIL import Image
 
 from app.deps import Serving
-from app.errors import ApiError
-from app.imaging import decode_image
+from app.errors import RETRY_AFTER, ApiError
+from app.imaging import MAX_SIDE, decode_image, pixel_count
 from app.registry import Models, model_id
 from app.settings import Settings
 from model.line import Line, strip_to_line
@@ -35,15 +36,33 @@ class Upload:
         return f"{self.field} '{self.filename}'" if self.filename else self.field
 
 
-def _digit_array(upload: Upload, models: Models, settings: Settings) -> np.ndarray:
-    return _single_arrays([upload], models.preprocess, settings, "no_digit_found")[0]
+def _declared_pixels(uploads: list[Upload], settings: Settings) -> int:
+    """The pixels the uploads' headers declare (nothing decoded yet): what the request asks of
+    the pixel budget."""
+    return sum(pixel_count(upload.data, upload.label, settings.max_image_pixels) for upload in uploads)
 
 
-def _single_arrays(uploads: list[Upload], config: PreprocessConfig, settings: Settings, blank_code: str) -> np.ndarray:
+def _stop_if_abandoned(deadline: float) -> None:
+    """Between images: a request past its deadline stops decoding; it never reaches the model."""
+    if time.monotonic() > deadline:
+        raise ApiError(503, "deadline_exceeded", "the request waited longer than the service's deadline; retry shortly",
+                       headers=RETRY_AFTER)
+
+
+def _digit_array(upload: Upload, models: Models, settings: Settings, deadline: float) -> np.ndarray:
+    return _single_arrays([upload], models.preprocess, settings, "no_digit_found", deadline)[0]
+
+
+def _single_arrays(uploads: list[Upload], config: PreprocessConfig, settings: Settings, blank_code: str,
+                   deadline: float) -> np.ndarray:
     """Uploaded images of one thing each -> their [N, 28, 28] arrays, preprocessed together;
     ``blank_code`` names the 422 for the first image where nothing stands out from the
     background."""
-    images = [decode_image(upload.data, upload.label, settings.max_image_pixels) for upload in uploads]
+    images = []
+    for upload in uploads:
+        _stop_if_abandoned(deadline)
+        images.append(decode_image(upload.data, upload.label, settings.max_image_pixels))
+    _stop_if_abandoned(deadline)
     try:
         return preprocess_digits(images, config)
     except NoInkError as error:
@@ -51,26 +70,27 @@ def _single_arrays(uploads: list[Upload], config: PreprocessConfig, settings: Se
 
 
 def _strip_line(upload: Upload, models: Models, settings: Settings) -> Line:
-    image: Image.Image = decode_image(upload.data, upload.label, settings.max_image_pixels)
+    image: Image.Image = decode_image(upload.data, upload.label, settings.max_image_pixels, MAX_SIDE["strip"])
     try:
         return strip_to_line(image, models.line)
     except NoInkError as error:
         raise ApiError(422, "no_digit_found", f"{upload.label}: {error}") from None
 
 
-def _digit_arrays(uploads: list[Upload], models: Models, settings: Settings) -> np.ndarray:
-    return _single_arrays(uploads, models.preprocess, settings, "no_digit_found")
+def _digit_arrays(uploads: list[Upload], models: Models, settings: Settings, deadline: float) -> np.ndarray:
+    return _single_arrays(uploads, models.preprocess, settings, "no_digit_found", deadline)
 
 
 async def predict_digits(uploads: list[Upload], serving: Serving) -> dict[str, Any]:
     models, settings, metrics = serving.models, serving.settings, serving.metrics
 
     def prepare() -> tuple[np.ndarray, int]:
-        arrays = _digit_arrays(uploads, models, settings)
+        arrays = _digit_arrays(uploads, models, settings, serving.deadline)
         metrics.images.labels("/predict/digit").inc(len(arrays))
         return arrays, len(arrays)
 
-    predictions = await serving.engine.digit.run(prepare, len(uploads), serving.deadline)
+    with serving.pixels.hold(_declared_pixels(uploads, settings)):
+        predictions = await serving.engine.digit.run(prepare, len(uploads), serving.deadline)
     return {"model": model_id(models.digit), "predictions": predictions}
 
 
@@ -78,11 +98,12 @@ async def predict_garments(uploads: list[Upload], serving: Serving) -> dict[str,
     models, settings, metrics = serving.models, serving.settings, serving.metrics
 
     def prepare() -> tuple[np.ndarray, int]:
-        arrays = _single_arrays(uploads, models.fashion.preprocess, settings, "no_garment_found")
+        arrays = _single_arrays(uploads, models.fashion.preprocess, settings, "no_garment_found", serving.deadline)
         metrics.images.labels("/predict/fashion").inc(len(arrays))
         return arrays, len(arrays)
 
-    predictions = await serving.engine.fashion.run(prepare, len(uploads), serving.deadline)
+    with serving.pixels.hold(_declared_pixels(uploads, settings)):
+        predictions = await serving.engine.fashion.run(prepare, len(uploads), serving.deadline)
     return {"model": model_id(models.fashion), "predictions": predictions}
 
 
@@ -97,11 +118,12 @@ async def predict_sequence(uploads: list[Upload], strip: Upload | None, serving:
         if len(uploads) > settings.max_sequence_digits:
             raise ApiError(422, "too_many_digits",
                            f"{len(uploads)} digit images sent; the limit is {settings.max_sequence_digits}")
-        arrays = _digit_arrays(uploads, models, settings)
+        arrays = _digit_arrays(uploads, models, settings, serving.deadline)
         metrics.images.labels("/predict/sequence").inc(len(arrays))
         return arrays, len(arrays)
 
-    probability, read = await serving.engine.sequence.run(prepare, len(uploads), serving.deadline)
+    with serving.pixels.hold(_declared_pixels(uploads, settings)):
+        probability, read = await serving.engine.sequence.run(prepare, len(uploads), serving.deadline)
     digits = [{"label": p["label"], "probability": p["probability"]} for p in read]
     return {"model": model_id(models.sequence), "contains_4": probability >= 0.5, "probability": probability,
             "length": len(digits), "digits": digits}
@@ -111,11 +133,13 @@ async def _read_strip(strip: Upload, serving: Serving) -> dict[str, Any]:
     models, settings = serving.models, serving.settings
 
     def prepare() -> tuple[Line, int]:
+        _stop_if_abandoned(serving.deadline)
         line = _strip_line(strip, models, settings)
         serving.metrics.images.labels("/predict/sequence").inc()
         return line, 1
 
-    reading = await serving.engine.line_reader.run(prepare, 1, serving.deadline)
+    with serving.pixels.hold(_declared_pixels([strip], settings)):
+        reading = await serving.engine.line_reader.run(prepare, 1, serving.deadline)
     if not reading.labels:
         raise ApiError(422, "no_digit_found", f"{strip.label}: no digit found in the strip (only marks that are not digits)")
     if len(reading.labels) > settings.max_sequence_digits:
@@ -130,10 +154,11 @@ async def predict_sum(upload: Upload, number: int, serving: Serving) -> dict[str
     models, settings = serving.models, serving.settings
 
     def prepare() -> tuple[tuple[np.ndarray, int], int]:
-        array = _digit_array(upload, models, settings)
+        array = _digit_array(upload, models, settings, serving.deadline)
         serving.metrics.images.labels("/predict/digit-sum").inc()
         return (array, number), 1
 
-    result = await serving.engine.digit_sum.run(prepare, 1, serving.deadline)
+    with serving.pixels.hold(_declared_pixels([upload], settings)):
+        result = await serving.engine.digit_sum.run(prepare, 1, serving.deadline)
     return {"model": model_id(models.digit_sum), "digit": result["digit"], "probability": result["probability"],
             "number": number, "sum": result["sum"]}

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     workers: int | Literal["auto"] = Field("auto", description="uvicorn worker processes; auto = one per usable CPU, "
                                          "as many as WORKER_MEMORY_MB each fit in the memory limit")
-    worker_memory_mb: int = Field(800, ge=100, description="memory one worker is planned to take (WORKERS=auto)")
+    worker_memory_mb: int = Field(1200, ge=100, description="memory one worker is planned to take (WORKERS=auto)")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per worker (default: usable CPUs / WORKERS)")
 
     batching: bool = Field(True, description="gather concurrent requests into shared forward passes")
@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="largest request body (413 above)")
     max_images: int = Field(256, ge=1, description="most images in one request")
     max_image_pixels: int = Field(40_000_000, ge=1, description="most pixels in one image (decompression bombs)")
+    max_request_pixels: int = Field(50_000_000, ge=1, description="most pixels the images of one request may declare "
+                                    "(413 above), read from their headers before decoding")
+    max_inflight_pixels: int = Field(100_000_000, ge=1, description="most declared pixels in the requests a worker has "
+                                     "in flight; a request beyond it gets 503 overloaded with Retry-After at once")
     max_sequence_digits: int = Field(64, ge=1, description="most digits in one sequence")
     max_abs_number: int = Field(10_000, ge=0, description="largest |number| for /predict/digit-sum (also capped by the model's exact range)")
 

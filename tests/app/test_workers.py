@@ -13,7 +13,7 @@ GiB = 1024**3
 
 @pytest.mark.parametrize(("cpus", "memory", "expected"), [
     (2, 24 * GiB, 2),  # this machine: the CPUs decide
-    (8, 2 * GiB, 2),  # a 2 GB container on a big host: memory decides (800 MB each)
+    (8, 2 * GiB, 2),  # a 2 GB container on a big host: memory decides (800 MB each here)
     (4, None, 4),  # no memory figure at all: the CPUs decide
     (2, 500 * 1024**2, 1),  # not even one worker's worth: still one
 ])

@@ -1,0 +1,65 @@
+"""Decoded pixels as a budget the service enforces, so memory is bounded by settings, not by
+what clients send.
+
+A request's uploads declare their pixels in their headers (``app.imaging.pixel_count``), read
+before any is decoded. A request declaring more than ``MAX_REQUEST_PIXELS`` is refused (413
+``image_too_large``); one that would take this worker's requests in flight past
+``MAX_INFLIGHT_PIXELS`` is turned away at once (503 ``overloaded`` with ``Retry-After``). The
+pixels are held until the request's answer is sent or it is abandoned. Both run on the event
+loop, so the count needs no lock.
+
+When the last large request lets go, the C allocator is asked to give its free pages back
+(glibc's ``malloc_trim``): decoding leaves large freed blocks that glibc otherwise keeps, so a
+worker's memory would stay at its peak after a burst.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from app.errors import RETRY_AFTER, ApiError
+
+
+# Release this many pixels or more and the allocator is trimmed once nothing is in flight.
+TRIM_AFTER_PIXELS = 4_000_000
+
+
+def _load_malloc_trim():  # glibc only; elsewhere trimming is skipped
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+class PixelBudget:
+    """This worker's decoded pixels in flight, against ``limit``."""
+
+    def __init__(self, per_request: int, limit: int) -> None:
+        self.per_request, self.limit = per_request, limit
+        self.in_flight = 0
+        self._released = 0  # pixels let go since the allocator was last trimmed
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        """Hold ``pixels`` for the duration of a request, or refuse it (413 / 503)."""
+        if pixels > self.per_request:
+            raise ApiError(413, "image_too_large",
+                           f"the request's images hold {pixels:,} pixels; the limit is {self.per_request:,} per request")
+        if self.in_flight and self.in_flight + pixels > self.limit:
+            raise ApiError(503, "overloaded", "the service is decoding as many pixels as it may; retry shortly",
+                           headers=RETRY_AFTER)
+        self.in_flight += pixels
+        try:
+            yield
+        finally:
+            self.in_flight -= pixels
+            self._released += pixels
+            if self.in_flight == 0 and self._released >= TRIM_AFTER_PIXELS and _MALLOC_TRIM is not None:
+                _MALLOC_TRIM(0)
+                self._released = 0

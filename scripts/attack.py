@@ -1,0 +1,188 @@
+"""Attack the real service with what takes memory and time, and check it holds.
+
+Starts ``python -m app`` (one worker unless ``--workers``) on a free port on 127.0.0.1 and, for
+``--seconds``, runs ``--concurrency`` attackers, each cycling through:
+
+* **bombs**: 256 copies of a 40-megapixel PNG of a few kilobytes (each image under
+  MAX_IMAGE_PIXELS, the body under MAX_BODY_BYTES): 10 billion pixels declared;
+* **at the limits**: one 40-megapixel image (under MAX_REQUEST_PIXELS), and 256 single digits;
+* **abandoned**: a request of 12 four-megapixel images whose client gives up after 0.2 s;
+
+while one well-behaved client sends a single digit every 50 ms and times each answer. The
+server's RSS is sampled every 0.2 s. After the attack the service idles ``--idle`` seconds and its
+RSS is read again; then it gets SIGTERM under a last burst, and the time to exit is measured.
+
+    python scripts/attack.py --seconds 60 --concurrency 16
+
+Printed: statuses by kind, RSS before / peak / after idle, the normal client's latency (p50, p99,
+max) and errors, and the SIGTERM exit time and code. Bounds checked (exit status 1 otherwise):
+no answer outside {200, 4xx, 503}, peak RSS under --peak-bound-mb, RSS after idle within
+--idle-bound-mb of the start, normal p99 under 1 s, exit within SHUTDOWN_TIMEOUT_SECONDS + 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.app.process import running_service  # noqa: E402
+from tests.imaging import digit_image, encode  # noqa: E402
+from training.data import load_split  # noqa: E402
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of the process and its direct children (uvicorn's workers), in MB."""
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    total = 0.0
+    for each in pids:
+        try:
+            for line in Path(f"/proc/{each}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def white_png(width: int, height: int) -> bytes:
+    image = Image.new("L", (width, height), 255)
+    image.paste(Image.new("L", (max(8, width // 50), max(8, height // 50)), 0), (width // 2, height // 2))
+    return encode(image)
+
+
+def bodies(data_dir: str | None) -> dict[str, list[tuple[str, tuple[str, bytes, str]]]]:
+    test = load_split("test", data_dir)
+    huge, big = white_png(8000, 5000), white_png(2000, 2000)
+    digits = [encode(digit_image(test.images[i])) for i in range(256)]
+    return {
+        "bomb x256": [("files", (f"{i}.png", huge, "image/png")) for i in range(256)],
+        "40 MP x1": [("files", ("big.png", huge, "image/png"))],
+        "digit x256": [("files", (f"{i}.png", d, "image/png")) for i, d in enumerate(digits)],
+        "abandoned 4 MP x12": [("files", (f"{i}.png", big, "image/png")) for i in range(12)],
+        "normal": [("files", ("d.png", digits[0], "image/png"))],
+    }
+
+
+async def attacker(client: httpx.AsyncClient, url: str, payloads: dict, until: float, statuses: Counter) -> None:
+    kinds = ["bomb x256", "40 MP x1", "digit x256", "abandoned 4 MP x12"]
+    k = 0
+    while time.monotonic() < until:
+        kind = kinds[k % len(kinds)]
+        k += 1
+        try:
+            timeout = 0.2 if kind.startswith("abandoned") else 30
+            response = await client.post(url + "/predict/digit", files=payloads[kind], timeout=timeout)
+            statuses[(kind, response.status_code)] += 1
+        except httpx.TimeoutException:
+            statuses[(kind, "gave up")] += 1
+        except httpx.TransportError as error:
+            statuses[(kind, type(error).__name__)] += 1
+
+
+async def normal_client(client: httpx.AsyncClient, url: str, payload, until: float, latencies: list[float],
+                        statuses: Counter) -> None:
+    while time.monotonic() < until:
+        started = time.perf_counter()
+        try:
+            response = await client.post(url + "/predict/digit", files=payload, timeout=30)
+            statuses[("normal", response.status_code)] += 1
+            if response.status_code == 200:
+                latencies.append(time.perf_counter() - started)
+        except httpx.TransportError as error:
+            statuses[("normal", type(error).__name__)] += 1
+        await asyncio.sleep(0.05)
+
+
+async def sampler(pid: int, until: float, samples: list[float]) -> None:
+    while time.monotonic() < until:
+        samples.append(rss_mb(pid))
+        await asyncio.sleep(0.2)
+
+
+async def attack(url: str, pid: int, payloads: dict, seconds: float, concurrency: int) -> tuple[Counter, list[float], list[float]]:
+    statuses: Counter = Counter()
+    latencies: list[float] = []
+    samples: list[float] = []
+    until = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=concurrency + 4)
+    async with httpx.AsyncClient(limits=limits) as client:
+        await asyncio.gather(sampler(pid, until, samples),
+                             normal_client(client, url, payloads["normal"], until, latencies, statuses),
+                             *(attacker(client, url, payloads, until, statuses) for _ in range(concurrency)))
+    return statuses, latencies, samples
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", help="MNIST IDX folder (default $MNIST_DATA_DIR)")
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--idle", type=float, default=30)
+    parser.add_argument("--workers", default="1")
+    parser.add_argument("--peak-bound-mb", type=float, default=1536)
+    parser.add_argument("--idle-bound-mb", type=float, default=100)
+    args = parser.parse_args()
+    payloads = bodies(args.data_dir)
+    ok = True
+    with running_service(WORKERS=args.workers) as service:
+        pid = service.process.pid
+        httpx.post(service.url + "/predict/digit", files=payloads["normal"], timeout=30)
+        before = rss_mb(pid)
+        statuses, latencies, samples = asyncio.run(attack(service.url, pid, payloads, args.seconds, args.concurrency))
+        peak = max(samples)
+        time.sleep(args.idle)
+        after = rss_mb(pid)
+        # SIGTERM under a last burst of attackers.
+        burst_until = time.monotonic() + 3
+
+        async def burst() -> None:
+            async with httpx.AsyncClient() as client:
+                await asyncio.gather(*(attacker(client, service.url, payloads, burst_until, Counter()) for _ in range(8)))
+
+        import threading
+
+        thread = threading.Thread(target=lambda: asyncio.run(burst()), daemon=True)
+        thread.start()
+        time.sleep(1)
+        started = time.monotonic()
+        service.process.send_signal(signal.SIGTERM)
+        code = service.process.wait(timeout=120)
+        exit_seconds = time.monotonic() - started
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] if latencies else float("nan")
+    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else float("nan")
+    print("| kind | status | count |\n| --- | --- | ---: |")
+    for (kind, status), count in sorted(statuses.items(), key=lambda item: (item[0][0], str(item[0][1]))):
+        print(f"| {kind} | {status} | {count} |")
+    print(f"\nRSS: before {before:.0f} MB, peak {peak:.0f} MB, after {args.idle:.0f} s idle {after:.0f} MB")
+    print(f"normal client: {len(latencies)} answered, p50 {1000 * p50:.1f} ms, p99 {1000 * p99:.1f} ms, "
+          f"max {1000 * (latencies[-1] if latencies else float('nan')):.1f} ms")
+    print(f"SIGTERM under attack: exit code {code} after {exit_seconds:.1f} s")
+    bad = [key for key in statuses if isinstance(key[1], int) and not (key[1] == 200 or 400 <= key[1] < 500 or key[1] == 503)]
+    checks = {"answers only 200, 4xx, 503": not bad,
+              f"peak RSS < {args.peak_bound_mb:.0f} MB": peak < args.peak_bound_mb,
+              f"RSS after idle within {args.idle_bound_mb:.0f} MB of the start": after - before <= args.idle_bound_mb,
+              "normal p99 < 1 s": p99 < 1.0,
+              "SIGTERM exit within 32 s, code 0": exit_seconds <= 32 and code == 0}
+    for name, passed in checks.items():
+        print(f"{'PASS' if passed else 'FAIL'}: {name}")
+        ok = ok and passed
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
