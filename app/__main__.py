@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import logging.config
 import signal
 import threading
 import time
 from collections.abc import Generator
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -61,14 +63,28 @@ class DrainingServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def log_config(level: str) -> dict[str, Any]:
+    """One line per record on stderr, for the app's loggers and uvicorn's alike. Handed to
+    uvicorn, which applies it in every worker process it spawns (a spawned worker does not
+    inherit the parent's logging)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
+        "root": {"level": level.upper(), "handlers": ["stderr"]},
+        "loggers": {name: {"handlers": [], "propagate": True} for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
+    }
+
+
 def main() -> None:
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.config.dictConfig(log_config(settings.log_level))
     options = dict(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        log_config=None,  # the logging configured above, for uvicorn's loggers too
+        log_config=log_config(settings.log_level),  # applied in each worker process too
         access_log=False,  # app.observability writes one structured line per request instead
         timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
     )

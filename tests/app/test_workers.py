@@ -51,3 +51,25 @@ def test_memory_limit_reads_cgroup_v2_v1_and_meminfo(tmp_path):
     v1.write_text("9223372036854771712\n")  # cgroup v1's "no limit"
     assert memory_limit(v2, v1, meminfo) == 16384000 * 1024
     assert memory_limit(tmp_path / "a", tmp_path / "b", tmp_path / "c") is None
+
+
+def test_every_worker_logs_and_sigterm_stops_them_all_cleanly(mnist_test):
+    """With two workers (what WORKERS=auto gives on two cores) each worker process logs as the
+    single process does, its request lines included, and SIGTERM ends the lot with exit 0."""
+    import signal
+
+    import httpx
+
+    from tests.app.process import running_service
+    from tests.imaging import digit_image, encode
+
+    with running_service(WORKERS="2") as service:
+        service.read_until("ready: 5 models")
+        service.read_until("ready: 5 models")
+        upload = {"files": ("d.png", encode(digit_image(mnist_test.images[0])), "image/png")}
+        response = httpx.post(service.url + "/predict/digit", files=upload, headers={"X-Request-ID": "two-workers"},
+                              timeout=30)
+        assert response.status_code == 200
+        assert '"request_id": "two-workers"' in service.read_until("two-workers")
+        service.process.send_signal(signal.SIGTERM)
+        assert service.process.wait(timeout=30) == 0
