@@ -1,0 +1,112 @@
+"""Where one digit request's time goes: a sampling profile of the serving process under load.
+
+    pip install py-spy
+    python -m bench.profile --data-dir ../shared/data/mnist [--compare /path/to/other/checkout]
+
+Starts ``python -m app`` (one worker) from each checkout, drives it with ``hey`` at one client
+sending one 28x28 PNG digit per request, and samples every thread of the process with
+``py-spy`` (``--format raw``: one line per distinct stack with its count; idle threads are not
+sampled). Each sample is put in the first category its stack reaches, from the innermost frame
+out, and the table gives each category's share of the busy samples and its CPU milliseconds per
+request: HTTP (uvicorn's protocol and h11/httptools), multipart parsing, image decoding (Pillow),
+preprocessing, the model (torch), queueing and hand-offs (asyncio, futures, the batcher and the
+engine), encoding the answer (FastAPI's serialisation, pydantic, JSON), metrics and logging,
+routing, dependencies, middleware and the pipeline's own code, and the event loop itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import Counter
+from pathlib import Path
+
+from bench.run import free_port, hey, make_bodies, server
+
+# (category, substrings of a frame's "function (file:line)") in the order they are tried on each
+# frame, innermost first.
+CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
+    ("model (torch)", ("torch/", "model/inference.py", "model/architectures.py", "model/line.py")),
+    ("preprocessing", ("model/preprocess.py", "numpy/")),
+    ("image decoding (Pillow)", ("PIL/", "app/imaging.py")),
+    ("multipart parsing", ("multipart/", "formparsers.py")),
+    ("metrics and logging", ("prometheus_client/", "logging/", "app/observability.py")),
+    ("encoding the answer", ("pydantic", "json/", "fastapi/encoders.py", "serialize_response", "responses.py")),
+    ("queueing and hand-offs", ("app/batching.py", "app/engine.py", "concurrent/futures", "threading.py",
+                                "starlette/concurrency.py", "anyio/", "run_in_executor", "call_soon_threadsafe")),
+    ("routing, dependencies, middleware, pipeline", ("fastapi/", "starlette/", "app/")),
+    ("HTTP (uvicorn, h11/httptools)", ("uvicorn/", "h11/", "httptools")),
+    ("event loop (asyncio)", ("asyncio/", "uvloop")),
+]
+OTHER = "other"
+
+
+def categorise(stack: str) -> str:
+    frames = stack.split(";")
+    for frame in reversed(frames):
+        for name, needles in CATEGORIES:
+            if any(needle in frame for needle in needles):
+                return name
+    return OTHER
+
+
+def profile(root: Path, body, seconds: float, work: Path, label: str) -> tuple[Counter, int, int]:
+    """Samples by category, total busy samples, and requests answered, for one checkout."""
+    port = free_port()
+    env = {"WORKERS": "1", "LOG_LEVEL": "warning", "DEVICE": "cpu", "PORT": str(port), "PYTHONPATH": str(root)}
+    raw = work / f"{label}.txt"
+    with server([sys.executable, "-m", "app"], env, port, cwd=root) as process:
+        url = f"http://127.0.0.1:{port}"
+        hey(url, body, work / "body.bin", 1, 2.0)  # warm-up
+        spy = subprocess.Popen(["py-spy", "record", "--pid", str(process.pid), "--duration", str(int(seconds)), "--rate", "400",
+                                "--format", "raw", "--threads", "--nonblocking", "--output", str(raw)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        result: dict[str, object] = {}
+        thread = threading.Thread(target=lambda: result.update(rows=hey(url, body, work / "body.bin", 1, seconds)[0]))
+        thread.start()
+        thread.join()
+        spy.wait(timeout=seconds + 60)
+    counts: Counter = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            counts[categorise(stack)] += int(count)
+    requests = sum(1 for _, status in result["rows"] if status == 200)  # type: ignore[union-attr]
+    return counts, sum(counts.values()), requests
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--compare", type=Path, help="another checkout to profile the same way (e.g. an older commit)")
+    args = parser.parse_args(argv)
+    if shutil.which("py-spy") is None or shutil.which("hey") is None:
+        raise SystemExit("needs py-spy (pip install py-spy) and hey (apt-get install hey)")
+    body = make_bodies(args.data_dir)["digit"]
+    work = Path(tempfile.mkdtemp(prefix="digitserve-profile-"))
+    checkouts = [("this checkout", Path(__file__).resolve().parent.parent)]
+    if args.compare:
+        checkouts.append((str(args.compare), args.compare.resolve()))
+    results = [(name, *profile(root, body, args.seconds, work, f"run{i}")) for i, (name, root) in enumerate(checkouts)]
+    names = [name for name, _ in CATEGORIES] + [OTHER]
+    header = " | ".join(f"{name}: share, CPU ms per request" for name, *_ in results)
+    print(f"\n| category | {header} |\n| --- |" + " ---: |" * len(results))
+    for category in names:
+        cells = []
+        for _, counts, total, requests in results:
+            ms = counts[category] / 400 * 1000 / max(requests, 1)
+            cells.append(f"{100 * counts[category] / max(total, 1):.1f}%, {ms:.2f} ms")
+        print(f"| {category} | " + " | ".join(cells) + " |")
+    for name, _, total, requests in results:
+        print(f"{name}: {requests} requests in {args.seconds:.0f} s ({requests / args.seconds:.0f}/s), "
+              f"{total / 400 * 1000 / max(requests, 1):.2f} ms of busy samples per request")
+
+
+if __name__ == "__main__":
+    main()
