@@ -36,26 +36,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.run import rss_mb  # noqa: E402
 from tests.app.process import running_service  # noqa: E402
 from tests.imaging import digit_image, encode  # noqa: E402
 from training.data import load_split  # noqa: E402
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of the process and its direct children (uvicorn's workers), in MB."""
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
-    total = 0.0
-    for each in pids:
-        try:
-            for line in Path(f"/proc/{each}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
-        except FileNotFoundError:
-            pass
-    return total
 
 
 def white_png(width: int, height: int) -> bytes:
