@@ -31,7 +31,6 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
