@@ -17,8 +17,9 @@ training never draws (``--style dev``); their lengths are amounts (1-8 digits) a
     python scripts/strip_accuracy.py --condition cheque --style dev --count 500
 
 Beside the service's figures it prints a ceiling: the strips whose every digit the digit model
-reads right as the clean 28x28 test image, i.e. what perfect segmentation would score. The gap
-between the two is what segmentation loses; the ceiling is the digit model's own limit.
+reads right as the clean 28x28 test image: what cutting the strip perfectly and reading each digit
+with ``digit.pt`` would score (the reader this one replaced worked that way), a reference for the
+line reader, which reads the strip whole.
 
 Each share comes with its 95% Wilson interval: on 1,000 strips a figure near 94% is known only to
 about +-1.5 points (different seeds differ by that much), so compare versions on the same strips
@@ -133,7 +134,7 @@ def main() -> int:
     print("| measure | value (95% interval) |\n| --- | --- |")
     print(f"| digits read exactly right (whole strip) | {share(exact, n)} |")
     if ceiling_known:
-        print(f"| ceiling: every digit read right as a clean test image (perfect segmentation) | {share(ceiling, n)} |")
+        print(f"| ceiling: every digit read right as a clean test image (cut perfectly, read by digit.pt) | {share(ceiling, n)} |")
     print(f"| contains_4 right | {share(four_right, n)} |")
     print(f"| digit count right | {share(count_right, n)} |")
     print(f"| digit error rate (strips with the right count) | {100 * digits_wrong / max(digits_total, 1):.3f}% |")

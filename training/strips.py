@@ -1,6 +1,7 @@
 """Strips of handwritten digits rendered the way users write numbers: one scale for the row,
-uneven gaps, touching digits. The glyph counter trains on them (``training.segmenter``), and the
-tests and ``scripts/strip_accuracy.py`` measure strip reading on them, with test digits.
+uneven gaps, touching digits: the plain, black-on-white strips of the acceptance tests. The line
+reader trains on them among its rendered strips (``training.render``), and the tests and
+``scripts/strip_accuracy.py`` measure strip reading on them, with test digits.
 """
 
 from __future__ import annotations
