@@ -87,6 +87,7 @@ def main() -> None:
         log_config=log_config(settings.log_level),  # applied in each worker process too
         access_log=False,  # app.observability writes one structured line per request instead
         timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+        timeout_keep_alive=settings.keep_alive_seconds,
     )
     workers = settings.worker_count
     log.info("starting %d worker%s (WORKERS=%s)", workers, "s" * (workers > 1), settings.workers)

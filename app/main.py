@@ -144,7 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            allow_headers=["Authorization", "X-API-Key", "X-Request-ID", "Content-Type"])
     app.add_middleware(Admission, readiness=app.state.readiness, metrics=app.state.metrics,
                        max_pending=settings.max_pending_requests)
-    app.add_middleware(RequestObserver, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestObserver, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes,
+                       body_timeout=settings.body_timeout_seconds)
     guarded = [Depends(require_api_key)]
     app.include_router(predict.router, dependencies=guarded)
     app.include_router(models.router, dependencies=guarded)

@@ -6,6 +6,8 @@ also enforces the body-size limit before a byte of an oversized upload is parsed
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 import logging
 import time
@@ -54,12 +56,22 @@ class _TooLarge(HTTPException):
         super().__init__(413, f"request body exceeds {limit} bytes")
 
 
+class _SlowBody(HTTPException):
+    """Raised from ``receive`` when the body has not all arrived ``body_timeout`` seconds after
+    the request began: a client trickling its upload a few bytes a second holds a connection
+    and a task, and is cut off (408) instead."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, f"the request body did not arrive within {seconds:g} s")
+
+
 class RequestObserver:
     """Request id (``X-Request-ID``, echoed or made), one structured log line per request,
-    request counts and latency by endpoint and status, and the request body limit (413)."""
+    request counts and latency by endpoint and status, the request body limit (413) and the
+    body-read deadline (408)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
-        self.app, self.metrics, self.max_body = app, metrics, max_body_bytes
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, body_timeout: float = 30.0) -> None:
+        self.app, self.metrics, self.max_body, self.body_timeout = app, metrics, max_body_bytes, body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,10 +92,19 @@ class RequestObserver:
             await send(message)
 
         received = 0
+        body_deadline = time.monotonic() + self.body_timeout
+        body_done = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # later calls only wait for the client to go away: no deadline
+                return await receive()
+            try:
+                async with asyncio.timeout(max(body_deadline - time.monotonic(), 0.0)):
+                    message = await receive()
+            except TimeoutError:
+                raise _SlowBody(self.body_timeout) from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
@@ -98,15 +119,16 @@ class RequestObserver:
             if declared > self.max_body:
                 raise _TooLarge(self.max_body)
             await self.app(scope, limited_receive, send_with_id)
-        except _TooLarge:
+        except (_TooLarge, _SlowBody) as error:
             if not sent_start:
-                await self._reject(send_with_id)
+                await self._reject(send_with_id, error)
         finally:
             self._record(scope, status, started, request_id)
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(error_body("payload_too_large", f"request body exceeds {self.max_body} bytes")).encode()
-        await send({"type": "http.response.start", "status": 413,
+    async def _reject(self, send: Send, error: HTTPException) -> None:
+        code = "payload_too_large" if error.status_code == 413 else "request_timeout"
+        body = json.dumps(error_body(code, str(error.detail))).encode()
+        await send({"type": "http.response.start", "status": error.status_code,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = Field(10.0, gt=0, description="a prediction still waiting for its batch this long after arrival gets 503")
 
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="largest request body (413 above)")
+    body_timeout_seconds: float = Field(30.0, gt=0, description="the whole request body must arrive within this "
+                                        "long of the request's start (408 after)")
+    keep_alive_seconds: float = Field(5.0, gt=0, description="an idle keep-alive connection is closed after this long")
     max_images: int = Field(256, ge=1, description="most images in one request")
     max_image_pixels: int = Field(40_000_000, ge=1, description="most pixels in one image (decompression bombs)")
     max_request_pixels: int = Field(50_000_000, ge=1, description="most pixels the images of one request may declare "

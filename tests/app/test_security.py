@@ -72,3 +72,37 @@ def test_settings_from_the_environment(monkeypatch):
     monkeypatch.setenv("API_KEY", "")
     monkeypatch.delenv("CORS_ORIGINS")
     assert Settings().api_key is None and Settings().cors_origins == []
+
+
+def test_a_body_trickled_slowly_is_cut_off_and_others_are_still_served(mnist_test):
+    """A client sending its upload a few bytes at a time gets 408 once BODY_TIMEOUT_SECONDS have
+    passed, and a normal request is answered meanwhile."""
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    import httpx
+
+    from tests.app.process import running_service
+    from tests.imaging import digit_image, encode
+
+    with running_service(BODY_TIMEOUT_SECONDS="1.5") as service:
+        address = urlparse(service.url)
+        slow = socket.create_connection((address.hostname, address.port))
+        slow.sendall(b"POST /predict/digit HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                     b"Content-Length: 100000\r\n\r\n--b\r\n")
+        started = time.monotonic()
+        upload = {"files": ("d.png", encode(digit_image(mnist_test.images[0])), "image/png")}
+        assert httpx.post(service.url + "/predict/digit", files=upload, timeout=10).status_code == 200
+        slow.settimeout(0.2)
+        answer = b""
+        while b"\r\n\r\n" not in answer and time.monotonic() - started < 10:
+            try:
+                slow.sendall(b"x")  # a byte at a time, every 0.2 s
+                answer += slow.recv(4096)
+            except TimeoutError:
+                continue
+        slow.close()
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b'"code": "request_timeout"' in answer or b'"code":"request_timeout"' in answer
+        assert 1.4 < time.monotonic() - started < 5
