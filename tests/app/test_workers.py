@@ -73,3 +73,56 @@ def test_every_worker_logs_and_sigterm_stops_them_all_cleanly(mnist_test):
         assert '"request_id": "two-workers"' in service.read_until("two-workers")
         service.process.send_signal(signal.SIGTERM)
         assert service.process.wait(timeout=30) == 0
+
+
+def test_a_killed_worker_is_replaced_and_only_its_requests_are_lost(mnist_test):
+    """kill -9 of one of two workers under load: requests keep being answered by the other, the
+    supervisor starts a replacement, which becomes ready, and then every request succeeds."""
+    import os
+    import signal
+    import threading
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    from tests.app.process import running_service
+    from tests.imaging import digit_image, encode
+
+    upload = {"files": ("d.png", encode(digit_image(mnist_test.images[0])), "image/png")}
+    with running_service(WORKERS="2") as service:
+        service.read_until("ready: 5 models")
+        service.read_until("ready: 5 models")
+        children = Path(f"/proc/{service.process.pid}/task/{service.process.pid}/children").read_text().split()
+        workers = [int(pid) for pid in children if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+        assert len(workers) == 2
+        outcomes: list[str] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            with httpx.Client(timeout=10) as client:
+                while not stop.is_set():
+                    try:
+                        outcomes.append(str(client.post(service.url + "/predict/digit", files=upload).status_code))
+                    except httpx.TransportError as error:
+                        outcomes.append(type(error).__name__)
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        while len(outcomes) < 50:
+            time.sleep(0.01)
+        os.kill(workers[0], signal.SIGKILL)
+        service.read_until("ready: 5 models", timeout=60)  # the replacement
+        assert httpx.get(service.url + "/readyz").status_code == 200
+        after_replacement = len(outcomes)
+        while len(outcomes) < after_replacement + 50:
+            time.sleep(0.01)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        lost = [o for o in outcomes if o != "200"]
+        assert all(o != "500" for o in outcomes)
+        print(f"{len(outcomes)} requests, {len(lost)} lost: {lost}")
+        assert len(lost) <= 8, lost  # at most the killed worker's requests in flight (4 clients)
+        assert outcomes[after_replacement:].count("200") == len(outcomes) - after_replacement
