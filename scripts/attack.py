@@ -90,13 +90,13 @@ async def normal_client(client: httpx.AsyncClient, url: str, payload, until: flo
         await asyncio.sleep(0.05)
 
 
-async def sampler(pid: int, until: float, samples: list[float]) -> None:
-    while time.monotonic() < until:
+async def sampler(pid: int | None, until: float, samples: list[float]) -> None:
+    while pid is not None and time.monotonic() < until:
         samples.append(rss_mb(pid))
         await asyncio.sleep(0.2)
 
 
-async def attack(url: str, pid: int, payloads: dict, seconds: float, concurrency: int) -> tuple[Counter, list[float], list[float]]:
+async def attack(url: str, pid: int | None, payloads: dict, seconds: float, concurrency: int) -> tuple[Counter, list[float], list[float]]:
     statuses: Counter = Counter()
     latencies: list[float] = []
     samples: list[float] = []
@@ -118,8 +118,12 @@ def main() -> int:
     parser.add_argument("--workers", default="1")
     parser.add_argument("--peak-bound-mb", type=float, default=1536)
     parser.add_argument("--idle-bound-mb", type=float, default=100)
+    parser.add_argument("--url", help="attack a service already running there (a container, say) instead of starting "
+                        "one: only the statuses are checked (no RSS, no SIGTERM)")
     args = parser.parse_args()
     payloads = bodies(args.data_dir)
+    if args.url:
+        return attack_running(args.url, payloads, args.seconds, args.concurrency)
     ok = True
     with running_service(WORKERS=args.workers) as service:
         pid = service.process.pid
@@ -165,6 +169,22 @@ def main() -> int:
         print(f"{'PASS' if passed else 'FAIL'}: {name}")
         ok = ok and passed
     return 0 if ok else 1
+
+
+def attack_running(url: str, payloads: dict, seconds: float, concurrency: int) -> int:
+    """The attack against a service someone else started: every answer in {200, 4xx, 503}, and a
+    normal request answered 200 right after."""
+    statuses, latencies, _ = asyncio.run(attack(url, None, payloads, seconds, concurrency))
+    for (kind, status), count in sorted(statuses.items(), key=lambda item: (item[0][0], str(item[0][1]))):
+        print(f"  {kind}: {status} x{count}")
+    after = httpx.post(url + "/predict/digit", files=payloads["normal"], timeout=30).status_code
+    bad = [key for key in statuses if not (isinstance(key[1], int) and (key[1] == 200 or 400 <= key[1] < 500 or key[1] == 503))
+           and key[1] != "gave up"]
+    print(f"normal client: {len(latencies)} answered during the attack; a normal request right after: {after}")
+    if bad or after != 200:
+        print(f"FAIL: answers outside 200/4xx/503 or transport errors {bad}, or {after} right after")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the serving image, bring it up with `docker compose up --wait`, send a real MNIST digit
-# to every endpoint and check the answers, check the image size, the time to ready and a clean
-# SIGTERM shutdown, then tear everything down. Static checks (hadolint, compose config) first.
+# to every endpoint and check the answers, attack it with compressible megapixel uploads and check
+# it was not OOM-killed, check the image size, the time to ready and a clean SIGTERM shutdown,
+# then tear everything down. Static checks (hadolint, compose config) first.
 #
 #   scripts/docker-smoke.sh            (run by .ci/run after the tests; needs root and ../shared)
 #
@@ -132,6 +133,13 @@ echo "runs as: $user"
 
 log "requests to every endpoint"
 MNIST_DATA_DIR="$MNIST_DATA_DIR" "$PY" scripts/smoke_requests.py "http://127.0.0.1:$PUBLISHED_PORT"
+
+log "memory attack at concurrency 16 for 20 s (limit $(docker inspect --format '{{.HostConfig.Memory}}' digitserve-smoke-digitserve-1) bytes)"
+MNIST_DATA_DIR="$MNIST_DATA_DIR" "$PY" scripts/attack.py --url "http://127.0.0.1:$PUBLISHED_PORT" --seconds 20 --concurrency 16
+oom=$(docker inspect --format '{{.State.OOMKilled}}' digitserve-smoke-digitserve-1)
+restarts=$(docker inspect --format '{{.RestartCount}}' digitserve-smoke-digitserve-1)
+echo "after the attack: OOMKilled=$oom, restarts=$restarts"
+[ "$oom" = "false" ] && [ "$restarts" = "0" ] || { echo "FAIL: the container was OOM-killed or restarted"; exit 1; }
 
 log "docker compose down (SIGTERM, not killed)"
 start=$(now_ms)
