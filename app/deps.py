@@ -7,7 +7,10 @@ thread pool, a round trip per dependency per request that cost more than the who
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -42,7 +45,8 @@ class Serving:
     """Everything a prediction needs, as one dependency: the loaded models, the engine that runs
     them, the settings, the metrics, when this request stops being worth answering (its
     arrival, as stamped by ``Admission``, plus REQUEST_TIMEOUT_SECONDS, in ``time.monotonic()``),
-    and this worker's budget of decoded pixels."""
+    this worker's budget of decoded pixels, and whether the client has gone away (set from the
+    event loop, read between images on whichever thread decodes them)."""
 
     models: Models
     engine: Engine
@@ -50,14 +54,30 @@ class Serving:
     metrics: Metrics
     deadline: float
     pixels: PixelBudget
+    disconnected: threading.Event = field(default_factory=threading.Event)
+
+
+async def _watch_for_disconnect(request: Request, disconnected: threading.Event) -> None:
+    """The body is read by now, so the next message the server sends is the client leaving."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            disconnected.set()
+            return
 
 
 async def get_serving(request: Request, models: Annotated[Models, Depends(get_models)],
                       settings: Annotated[Settings, Depends(get_settings)],
-                      metrics: Annotated[Metrics, Depends(get_metrics)]) -> Serving:
-    """Only for requests admitted while ready (``get_models`` answers 503 otherwise)."""
-    return Serving(models, request.state.engine, settings, metrics, request.state.arrived + settings.request_timeout_seconds,
-                   request.state.pixels)
+                      metrics: Annotated[Metrics, Depends(get_metrics)]) -> AsyncIterator[Serving]:
+    """Only for requests admitted while ready (``get_models`` answers 503 otherwise). While the
+    request is served, a task watches for its client going away."""
+    serving = Serving(models, request.state.engine, settings, metrics,
+                      request.state.arrived + settings.request_timeout_seconds, request.state.pixels)
+    watcher = asyncio.create_task(_watch_for_disconnect(request, serving.disconnected))
+    try:
+        yield serving
+    finally:
+        watcher.cancel()
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

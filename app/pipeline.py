@@ -42,27 +42,29 @@ def _declared_pixels(uploads: list[Upload], settings: Settings) -> int:
     return sum(pixel_count(upload.data, upload.label, settings.max_image_pixels) for upload in uploads)
 
 
-def _stop_if_abandoned(deadline: float) -> None:
-    """Between images: a request past its deadline stops decoding; it never reaches the model."""
-    if time.monotonic() > deadline:
+def _stop_if_abandoned(serving: Serving) -> None:
+    """Between images: a request past its deadline, or whose client has gone away, stops
+    decoding; it never reaches the model."""
+    if serving.disconnected.is_set():
+        raise ApiError(499, "client_disconnected", "the client closed the connection before the answer")
+    if time.monotonic() > serving.deadline:
         raise ApiError(503, "deadline_exceeded", "the request waited longer than the service's deadline; retry shortly",
                        headers=RETRY_AFTER)
 
 
-def _digit_array(upload: Upload, models: Models, settings: Settings, deadline: float) -> np.ndarray:
-    return _single_arrays([upload], models.preprocess, settings, "no_digit_found", deadline)[0]
+def _digit_array(upload: Upload, serving: Serving) -> np.ndarray:
+    return _single_arrays([upload], serving.models.preprocess, "no_digit_found", serving)[0]
 
 
-def _single_arrays(uploads: list[Upload], config: PreprocessConfig, settings: Settings, blank_code: str,
-                   deadline: float) -> np.ndarray:
+def _single_arrays(uploads: list[Upload], config: PreprocessConfig, blank_code: str, serving: Serving) -> np.ndarray:
     """Uploaded images of one thing each -> their [N, 28, 28] arrays, preprocessed together;
     ``blank_code`` names the 422 for the first image where nothing stands out from the
     background."""
     images = []
     for upload in uploads:
-        _stop_if_abandoned(deadline)
-        images.append(decode_image(upload.data, upload.label, settings.max_image_pixels))
-    _stop_if_abandoned(deadline)
+        _stop_if_abandoned(serving)
+        images.append(decode_image(upload.data, upload.label, serving.settings.max_image_pixels))
+    _stop_if_abandoned(serving)
     try:
         return preprocess_digits(images, config)
     except NoInkError as error:
@@ -77,15 +79,15 @@ def _strip_line(upload: Upload, models: Models, settings: Settings) -> Line:
         raise ApiError(422, "no_digit_found", f"{upload.label}: {error}") from None
 
 
-def _digit_arrays(uploads: list[Upload], models: Models, settings: Settings, deadline: float) -> np.ndarray:
-    return _single_arrays(uploads, models.preprocess, settings, "no_digit_found", deadline)
+def _digit_arrays(uploads: list[Upload], serving: Serving) -> np.ndarray:
+    return _single_arrays(uploads, serving.models.preprocess, "no_digit_found", serving)
 
 
 async def predict_digits(uploads: list[Upload], serving: Serving) -> dict[str, Any]:
     models, settings, metrics = serving.models, serving.settings, serving.metrics
 
     def prepare() -> tuple[np.ndarray, int]:
-        arrays = _digit_arrays(uploads, models, settings, serving.deadline)
+        arrays = _digit_arrays(uploads, serving)
         metrics.images.labels("/predict/digit").inc(len(arrays))
         return arrays, len(arrays)
 
@@ -98,7 +100,7 @@ async def predict_garments(uploads: list[Upload], serving: Serving) -> dict[str,
     models, settings, metrics = serving.models, serving.settings, serving.metrics
 
     def prepare() -> tuple[np.ndarray, int]:
-        arrays = _single_arrays(uploads, models.fashion.preprocess, settings, "no_garment_found", serving.deadline)
+        arrays = _single_arrays(uploads, models.fashion.preprocess, "no_garment_found", serving)
         metrics.images.labels("/predict/fashion").inc(len(arrays))
         return arrays, len(arrays)
 
@@ -118,7 +120,7 @@ async def predict_sequence(uploads: list[Upload], strip: Upload | None, serving:
         if len(uploads) > settings.max_sequence_digits:
             raise ApiError(422, "too_many_digits",
                            f"{len(uploads)} digit images sent; the limit is {settings.max_sequence_digits}")
-        arrays = _digit_arrays(uploads, models, settings, serving.deadline)
+        arrays = _digit_arrays(uploads, serving)
         metrics.images.labels("/predict/sequence").inc(len(arrays))
         return arrays, len(arrays)
 
@@ -133,7 +135,7 @@ async def _read_strip(strip: Upload, serving: Serving) -> dict[str, Any]:
     models, settings = serving.models, serving.settings
 
     def prepare() -> tuple[Line, int]:
-        _stop_if_abandoned(serving.deadline)
+        _stop_if_abandoned(serving)
         line = _strip_line(strip, models, settings)
         serving.metrics.images.labels("/predict/sequence").inc()
         return line, 1
@@ -154,7 +156,7 @@ async def predict_sum(upload: Upload, number: int, serving: Serving) -> dict[str
     models, settings = serving.models, serving.settings
 
     def prepare() -> tuple[tuple[np.ndarray, int], int]:
-        array = _digit_array(upload, models, settings, serving.deadline)
+        array = _digit_array(upload, serving)
         serving.metrics.images.labels("/predict/digit-sum").inc()
         return (array, number), 1
 

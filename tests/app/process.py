@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -61,13 +62,17 @@ def running_service(**env: str) -> Iterator[Service]:
     worker unless ``WORKERS`` is given (the default, ``auto``, would start one per CPU)."""
     port = free_port()
     environment = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "DEVICE": "cpu", "PYTHONUNBUFFERED": "1", "WORKERS": "1", **env}
+    # A session of its own: with several workers, killing the supervisor alone would leave its
+    # workers running (and holding memory) after the test; the whole group is killed instead.
     process = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=environment, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     service = Service(process, f"http://127.0.0.1:{port}")
     try:
         service.read_until("Uvicorn running on")
         yield service
     finally:
-        if process.poll() is None:
-            process.kill()
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         process.wait(timeout=30)

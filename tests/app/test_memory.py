@@ -117,3 +117,32 @@ def test_a_request_past_its_deadline_stops_decoding_and_never_reaches_the_model(
         assert passes is None or float(passes.group(1)) == 0
         ok = client.post("/predict/digit", files=[png_part("files", digit_image(mnist_test.images[0]))])
         assert ok.status_code == 200
+
+
+def test_a_request_whose_client_leaves_stops_decoding_and_never_reaches_the_model():
+    """64 four-megapixel images (over a second of decoding), and the client closes the
+    connection as soon as the body is sent: decoding stops, no forward pass runs for it, and
+    the service answers the next request."""
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    boundary = b"b0undary"
+    image = _white_png(2000, 2000)
+    parts = b"".join(b"--" + boundary + b'\r\nContent-Disposition: form-data; name="files"; filename="x.png"\r\n'
+                     b"Content-Type: image/png\r\n\r\n" + image + b"\r\n" for _ in range(64))
+    body = parts + b"--" + boundary + b"--\r\n"
+    with running_service(MAX_REQUEST_PIXELS=str(10**9), MAX_INFLIGHT_PIXELS=str(10**9)) as service:
+        address = urlparse(service.url)
+        client = socket.create_connection((address.hostname, address.port))
+        client.sendall(b"POST /predict/digit HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=" + boundary
+                       + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        time.sleep(0.3)
+        client.close()
+        time.sleep(3)  # longer than decoding all 64 would take
+        metrics = httpx.get(service.url + "/metrics").text
+        passes = re.search(r'^inference_batch_size_count\{model="digit"\} (\S+)$', metrics, re.MULTILINE)
+        assert passes is None or float(passes.group(1)) == 0
+        assert '"status": 499' in service.read_until('"path": "/predict/digit"')
+        ok = httpx.post(service.url + "/predict/digit", files={"files": ("d.png", _white_png(28, 28), "image/png")})
+        assert ok.status_code in (200, 422)
