@@ -1,7 +1,7 @@
 """Decoded pixels as a budget the service enforces, so memory is bounded by settings, not by
 what clients send.
 
-A request's uploads declare their pixels in their headers (``app.imaging.pixel_count``), read
+A request's uploads declare their pixels in their headers (``app.imaging.open_image``), read
 before any is decoded. A request declaring more than ``MAX_REQUEST_PIXELS`` is refused (413
 ``image_too_large``); one that would take this worker's requests in flight past
 ``MAX_INFLIGHT_PIXELS`` is turned away at once (503 ``overloaded`` with ``Retry-After``). The

@@ -9,8 +9,8 @@ prepares its own requests on that thread: a digit takes ~0.15 ms to decode and p
 than handing it to the thread pool and back costs the event loop, and fewer threads contending
 for the GIL keep the loop responsive (docs/performance.md has the measurements). Strips take
 a millisecond or more to decode and scale, so ``/predict/sequence`` prepares in the thread
-pool and queues the arrays or line image. With batching off (the benchmark's comparison), the request's own worker thread prepares
-and runs its forward pass alone.
+pool and queues the arrays or line image. With batching off (the benchmark's comparison), the
+request's own worker thread prepares and runs its forward pass alone.
 """
 
 from __future__ import annotations

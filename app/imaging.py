@@ -26,10 +26,6 @@ FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 MAX_SIDE = {"digit": 1024, "strip": 4096}
 # Modes Image.reduce works on; others (palette, 1-bit, CMYK...) are converted first.
 _REDUCIBLE = ("L", "LA", "RGB", "RGBA", "I", "F")
-# EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose).
-_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-            8: Image.Transpose.ROTATE_90}
 
 
 def _open(data: bytes, name: str) -> Image.Image:
@@ -55,36 +51,32 @@ def _checked_size(image: Image.Image, name: str, max_pixels: int) -> tuple[int, 
     return width, height
 
 
-def pixel_count(data: bytes, name: str, max_pixels: int) -> int:
-    """The pixels an upload's header declares, read without decoding any (the 4xx of
-    ``decode_image`` for an empty file, an unsupported format or a bomb)."""
-    width, height = _checked_size(_open(data, name), name, max_pixels)
-    return width * height
-
-
-def decode_image(data: bytes, name: str, max_pixels: int, max_side: int = MAX_SIDE["digit"]) -> Image.Image:
-    """Decode one upload, reduced by a whole factor so that its longer side is ``max_side`` pixels at most;
-    ``name`` (the field and file name) makes error messages findable."""
+def open_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    """Open one upload without decoding a pixel: its format and size, read from the header, are
+    checked (415, 413 over ``max_pixels``, 422 empty), and its pixels are what it asks of the
+    pixel budget. ``name`` (the field and file name) makes error messages findable."""
     image = _open(data, name)
-    width, height = _checked_size(image, name, max_pixels)
-    factor = -(-max(width, height) // max_side)  # the smallest whole factor that fits max_side
+    _checked_size(image, name, max_pixels)
+    return image
+
+
+def decode_image(image: Image.Image, name: str, max_side: int = MAX_SIDE["digit"]) -> Image.Image:
+    """Decode an opened upload, reduced by a whole factor so that its longer side is
+    ``max_side`` pixels at most, and made upright by its EXIF orientation."""
+    factor = -(-max(image.size) // max_side)  # the smallest whole factor that fits max_side
     try:
         image.seek(0)
-        orientation = image.getexif().get(0x0112, 1)
         if factor > 1 and image.format == "JPEG":
-            image.draft(image.mode, (width // factor, height // factor))
+            image.draft(image.mode, (image.width // factor, image.height // factor))
         image.load()
         factor = -(-max(image.size) // max_side)  # what the decoder did not already reduce
-        if factor > 1:
+        if factor > 1:  # (the reduced image keeps the original's info, EXIF orientation included)
             if image.mode.startswith("I;16"):
                 image = image.convert("I")
             elif image.mode not in _REDUCIBLE:
                 image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
             image = image.reduce(factor)
-            if orientation in _UPRIGHT:
-                image = image.transpose(_UPRIGHT[orientation])
-        else:
-            image = ImageOps.exif_transpose(image) or image
+        image = ImageOps.exif_transpose(image) or image
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
         raise ApiError(422, "corrupt_image", f"{name} could not be decoded: {error}") from None
     return image

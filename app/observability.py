@@ -7,7 +7,6 @@ also enforces the body-size limit before a byte of an oversized upload is parsed
 from __future__ import annotations
 
 import asyncio
-
 import json
 import logging
 import time

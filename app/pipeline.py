@@ -16,7 +16,7 @@ from PIL import Image
 
 from app.deps import Serving
 from app.errors import RETRY_AFTER, ApiError
-from app.imaging import MAX_SIDE, decode_image, pixel_count
+from app.imaging import MAX_SIDE, decode_image, open_image
 from app.registry import Models, model_id
 from app.settings import Settings
 from model.line import Line, strip_to_line
@@ -36,10 +36,14 @@ class Upload:
         return f"{self.field} '{self.filename}'" if self.filename else self.field
 
 
-def _declared_pixels(uploads: list[Upload], settings: Settings) -> int:
-    """The pixels the uploads' headers declare (nothing decoded yet): what the request asks of
-    the pixel budget."""
-    return sum(pixel_count(upload.data, upload.label, settings.max_image_pixels) for upload in uploads)
+def _open_all(uploads: list[Upload], settings: Settings) -> list[Image.Image]:
+    """Each upload opened from its header, nothing decoded yet (on the event loop: cheap)."""
+    return [open_image(upload.data, upload.label, settings.max_image_pixels) for upload in uploads]
+
+
+def _pixels(opened: list[Image.Image]) -> int:
+    """The pixels the uploads declare: what the request asks of the pixel budget."""
+    return sum(image.width * image.height for image in opened)
 
 
 def _stop_if_abandoned(serving: Serving) -> None:
@@ -52,18 +56,15 @@ def _stop_if_abandoned(serving: Serving) -> None:
                        headers=RETRY_AFTER)
 
 
-def _digit_array(upload: Upload, serving: Serving) -> np.ndarray:
-    return _single_arrays([upload], serving.models.preprocess, "no_digit_found", serving)[0]
-
-
-def _single_arrays(uploads: list[Upload], config: PreprocessConfig, blank_code: str, serving: Serving) -> np.ndarray:
-    """Uploaded images of one thing each -> their [N, 28, 28] arrays, preprocessed together;
-    ``blank_code`` names the 422 for the first image where nothing stands out from the
-    background."""
+def _single_arrays(uploads: list[Upload], opened: list[Image.Image], config: PreprocessConfig, blank_code: str,
+                   serving: Serving) -> np.ndarray:
+    """Uploaded images of one thing each (opened) -> their [N, 28, 28] arrays, preprocessed
+    together; ``blank_code`` names the 422 for the first image where nothing stands out from
+    the background."""
     images = []
-    for upload in uploads:
+    for upload, image in zip(uploads, opened, strict=True):
         _stop_if_abandoned(serving)
-        images.append(decode_image(upload.data, upload.label, serving.settings.max_image_pixels))
+        images.append(decode_image(image, upload.label))
     _stop_if_abandoned(serving)
     try:
         return preprocess_digits(images, config)
@@ -71,27 +72,25 @@ def _single_arrays(uploads: list[Upload], config: PreprocessConfig, blank_code: 
         raise ApiError(422, blank_code, f"{uploads[error.index or 0].label}: {error}") from None
 
 
-def _strip_line(upload: Upload, models: Models, settings: Settings) -> Line:
-    image: Image.Image = decode_image(upload.data, upload.label, settings.max_image_pixels, MAX_SIDE["strip"])
+def _strip_line(upload: Upload, opened: Image.Image, models: Models) -> Line:
+    image = decode_image(opened, upload.label, MAX_SIDE["strip"])
     try:
         return strip_to_line(image, models.line)
     except NoInkError as error:
         raise ApiError(422, "no_digit_found", f"{upload.label}: {error}") from None
 
 
-def _digit_arrays(uploads: list[Upload], serving: Serving) -> np.ndarray:
-    return _single_arrays(uploads, serving.models.preprocess, "no_digit_found", serving)
-
-
 async def predict_digits(uploads: list[Upload], serving: Serving) -> dict[str, Any]:
     models, settings, metrics = serving.models, serving.settings, serving.metrics
 
+    opened = _open_all(uploads, settings)
+
     def prepare() -> tuple[np.ndarray, int]:
-        arrays = _digit_arrays(uploads, serving)
+        arrays = _single_arrays(uploads, opened, models.preprocess, "no_digit_found", serving)
         metrics.images.labels("/predict/digit").inc(len(arrays))
         return arrays, len(arrays)
 
-    with serving.pixels.hold(_declared_pixels(uploads, settings)):
+    with serving.pixels.hold(_pixels(opened)):
         predictions = await serving.engine.digit.run(prepare, len(uploads), serving.deadline)
     return {"model": model_id(models.digit), "predictions": predictions}
 
@@ -99,12 +98,14 @@ async def predict_digits(uploads: list[Upload], serving: Serving) -> dict[str, A
 async def predict_garments(uploads: list[Upload], serving: Serving) -> dict[str, Any]:
     models, settings, metrics = serving.models, serving.settings, serving.metrics
 
+    opened = _open_all(uploads, settings)
+
     def prepare() -> tuple[np.ndarray, int]:
-        arrays = _single_arrays(uploads, models.fashion.preprocess, "no_garment_found", serving)
+        arrays = _single_arrays(uploads, opened, models.fashion.preprocess, "no_garment_found", serving)
         metrics.images.labels("/predict/fashion").inc(len(arrays))
         return arrays, len(arrays)
 
-    with serving.pixels.hold(_declared_pixels(uploads, settings)):
+    with serving.pixels.hold(_pixels(opened)):
         predictions = await serving.engine.fashion.run(prepare, len(uploads), serving.deadline)
     return {"model": model_id(models.fashion), "predictions": predictions}
 
@@ -116,15 +117,17 @@ async def predict_sequence(uploads: list[Upload], strip: Upload | None, serving:
         return await _read_strip(strip, serving)
     models, settings, metrics = serving.models, serving.settings, serving.metrics
 
+    opened = _open_all(uploads, settings)
+
     def prepare() -> tuple[np.ndarray, int]:
         if len(uploads) > settings.max_sequence_digits:
             raise ApiError(422, "too_many_digits",
                            f"{len(uploads)} digit images sent; the limit is {settings.max_sequence_digits}")
-        arrays = _digit_arrays(uploads, serving)
+        arrays = _single_arrays(uploads, opened, models.preprocess, "no_digit_found", serving)
         metrics.images.labels("/predict/sequence").inc(len(arrays))
         return arrays, len(arrays)
 
-    with serving.pixels.hold(_declared_pixels(uploads, settings)):
+    with serving.pixels.hold(_pixels(opened)):
         probability, read = await serving.engine.sequence.run(prepare, len(uploads), serving.deadline)
     digits = [{"label": p["label"], "probability": p["probability"]} for p in read]
     return {"model": model_id(models.sequence), "contains_4": probability >= 0.5, "probability": probability,
@@ -133,14 +136,15 @@ async def predict_sequence(uploads: list[Upload], strip: Upload | None, serving:
 
 async def _read_strip(strip: Upload, serving: Serving) -> dict[str, Any]:
     models, settings = serving.models, serving.settings
+    opened = _open_all([strip], settings)
 
     def prepare() -> tuple[Line, int]:
         _stop_if_abandoned(serving)
-        line = _strip_line(strip, models, settings)
+        line = _strip_line(strip, opened[0], models)
         serving.metrics.images.labels("/predict/sequence").inc()
         return line, 1
 
-    with serving.pixels.hold(_declared_pixels([strip], settings)):
+    with serving.pixels.hold(_pixels(opened)):
         reading = await serving.engine.line_reader.run(prepare, 1, serving.deadline)
     if not reading.labels:
         raise ApiError(422, "no_digit_found", f"{strip.label}: no digit found in the strip (only marks that are not digits)")
@@ -155,12 +159,14 @@ async def _read_strip(strip: Upload, serving: Serving) -> dict[str, Any]:
 async def predict_sum(upload: Upload, number: int, serving: Serving) -> dict[str, Any]:
     models, settings = serving.models, serving.settings
 
+    opened = _open_all([upload], settings)
+
     def prepare() -> tuple[tuple[np.ndarray, int], int]:
-        array = _digit_array(upload, serving)
+        array = _single_arrays([upload], opened, models.preprocess, "no_digit_found", serving)[0]
         serving.metrics.images.labels("/predict/digit-sum").inc()
         return (array, number), 1
 
-    with serving.pixels.hold(_declared_pixels([upload], settings)):
+    with serving.pixels.hold(_pixels(opened)):
         result = await serving.engine.digit_sum.run(prepare, 1, serving.deadline)
     return {"model": model_id(models.digit_sum), "digit": result["digit"], "probability": result["probability"],
             "number": number, "sum": result["sum"]}

@@ -20,13 +20,11 @@ import argparse
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
-import threading
 from collections import Counter
 from pathlib import Path
 
-from bench.run import free_port, hey, make_bodies, server
+from bench.run import checkouts, hey, make_bodies, one_worker
 
 # (category, substrings of a frame's "function (file:line)") in the order they are tried on each
 # frame, innermost first.
@@ -44,6 +42,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("event loop (asyncio)", ("asyncio/", "uvloop")),
 ]
 OTHER = "other"
+RATE = 400  # samples per second
 
 
 def categorise(stack: str) -> str:
@@ -57,26 +56,20 @@ def categorise(stack: str) -> str:
 
 def profile(root: Path, body, seconds: float, work: Path, label: str) -> tuple[Counter, int, int]:
     """Samples by category, total busy samples, and requests answered, for one checkout."""
-    port = free_port()
-    env = {"WORKERS": "1", "LOG_LEVEL": "warning", "DEVICE": "cpu", "PORT": str(port), "PYTHONPATH": str(root)}
     raw = work / f"{label}.txt"
-    with server([sys.executable, "-m", "app"], env, port, cwd=root) as process:
-        url = f"http://127.0.0.1:{port}"
+    with one_worker(root) as (url, process):
         hey(url, body, work / "body.bin", 1, 2.0)  # warm-up
-        spy = subprocess.Popen(["py-spy", "record", "--pid", str(process.pid), "--duration", str(int(seconds)), "--rate", "400",
+        spy = subprocess.Popen(["py-spy", "record", "--pid", str(process.pid), "--duration", str(int(seconds)), "--rate", str(RATE),
                                 "--format", "raw", "--threads", "--nonblocking", "--output", str(raw)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        result: dict[str, object] = {}
-        thread = threading.Thread(target=lambda: result.update(rows=hey(url, body, work / "body.bin", 1, seconds)[0]))
-        thread.start()
-        thread.join()
+        rows, _ = hey(url, body, work / "body.bin", 1, seconds)
         spy.wait(timeout=seconds + 60)
     counts: Counter = Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if stack and count.isdigit():
             counts[categorise(stack)] += int(count)
-    requests = sum(1 for _, status in result["rows"] if status == 200)  # type: ignore[union-attr]
+    requests = sum(1 for _, status in rows if status == 200)
     return counts, sum(counts.values()), requests
 
 
@@ -90,22 +83,19 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("needs py-spy (pip install py-spy) and hey (apt-get install hey)")
     body = make_bodies(args.data_dir)["digit"]
     work = Path(tempfile.mkdtemp(prefix="digitserve-profile-"))
-    checkouts = [("this checkout", Path(__file__).resolve().parent.parent)]
-    if args.compare:
-        checkouts.append((str(args.compare), args.compare.resolve()))
-    results = [(name, *profile(root, body, args.seconds, work, f"run{i}")) for i, (name, root) in enumerate(checkouts)]
+    results = [(name, *profile(root, body, args.seconds, work, f"run{i}")) for i, (name, root) in enumerate(checkouts(args.compare))]
     names = [name for name, _ in CATEGORIES] + [OTHER]
     header = " | ".join(f"{name}: share, CPU ms per request" for name, *_ in results)
     print(f"\n| category | {header} |\n| --- |" + " ---: |" * len(results))
     for category in names:
         cells = []
         for _, counts, total, requests in results:
-            ms = counts[category] / 400 * 1000 / max(requests, 1)
+            ms = counts[category] / RATE * 1000 / max(requests, 1)
             cells.append(f"{100 * counts[category] / max(total, 1):.1f}%, {ms:.2f} ms")
         print(f"| {category} | " + " | ".join(cells) + " |")
     for name, _, total, requests in results:
         print(f"{name}: {requests} requests in {args.seconds:.0f} s ({requests / args.seconds:.0f}/s), "
-              f"{total / 400 * 1000 / max(requests, 1):.2f} ms of busy samples per request")
+              f"{total / RATE * 1000 / max(requests, 1):.2f} ms of busy samples per request")
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ class Report:
 
 # --- request bodies --------------------------------------------------------------------------------
 
-def _multipart(parts: list[tuple[str, str, bytes, str]], fields: dict[str, str] | None = None) -> bytes:
+def multipart(parts: list[tuple[str, str, bytes, str]], fields: dict[str, str] | None = None) -> bytes:
     out = io.BytesIO()
     for name, filename, data, mime in parts:
         out.write(f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
@@ -116,10 +116,10 @@ def make_bodies(data_dir: str | None) -> dict[str, Body]:
     png = [encode(digit_image(test.images[i])) for i in range(256)]
     strip = make_strip(test.images[:10], test.labels[:10], rng, height=56)
     return {
-        "digit": Body("/predict/digit", _multipart([("files", "d.png", png[0], "image/png")]), 1),
-        "digit x256": Body("/predict/digit", _multipart([("files", f"d{i}.png", p, "image/png") for i, p in enumerate(png)]), 256),
-        "sequence strip x10": Body("/predict/sequence", _multipart([("strip", "s.png", encode(strip.image), "image/png")]), 10),
-        "digit-sum": Body("/predict/digit-sum", _multipart([("file", "d.png", png[0], "image/png")], {"number": "42"}), 1),
+        "digit": Body("/predict/digit", multipart([("files", "d.png", png[0], "image/png")]), 1),
+        "digit x256": Body("/predict/digit", multipart([("files", f"d{i}.png", p, "image/png") for i, p in enumerate(png)]), 256),
+        "sequence strip x10": Body("/predict/sequence", multipart([("strip", "s.png", encode(strip.image), "image/png")]), 10),
+        "digit-sum": Body("/predict/digit-sum", multipart([("file", "d.png", png[0], "image/png")], {"number": "42"}), 1),
     }
 
 
@@ -157,6 +157,25 @@ def server(command: list[str], env: dict[str, str], port: int, cwd: Path = ROOT)
             process.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, 9)
+
+
+def checkouts(compare: Path | None) -> list[tuple[str, Path]]:
+    """This checkout, and ``compare`` (another checkout, e.g. a worktree of an older commit)
+    when given: the code bench.strips and bench.profile measure side by side in one run."""
+    roots = [("this checkout", ROOT)]
+    if compare is not None:
+        roots.append((str(compare), compare.resolve()))
+    return roots
+
+
+@contextmanager
+def one_worker(root: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``python -m app`` from the checkout at ``root``: one worker, on the CPU, quiet logs;
+    yields its URL and process."""
+    port = free_port()
+    env = {"WORKERS": "1", "LOG_LEVEL": "warning", "DEVICE": "cpu", "PORT": str(port), "PYTHONPATH": str(root)}
+    with server([sys.executable, "-m", "app"], env, port, cwd=root) as process:
+        yield f"http://127.0.0.1:{port}", process
 
 
 def rss_mb(root_pid: int) -> float:

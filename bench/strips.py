@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from bench.run import Body, _multipart, free_port, measure, server
+from bench.run import Body, checkouts, measure, multipart, one_worker
 from tests.imaging import encode
 from training.data import load_split
 from training.render import DEV_STYLE, render_strip
@@ -30,7 +29,7 @@ def photographed_strip(data_dir: str | None) -> Body:
     rng = np.random.default_rng(3)
     strip = render_strip(test.images[:10], test.labels[:10], rng, DEV_STYLE, "cheque")
     data = encode(strip.image.convert("RGB"), "JPEG", quality=90)
-    return Body("/predict/sequence", _multipart([("strip", "strip.jpg", data, "image/jpeg")]), 10)
+    return Body("/predict/sequence", multipart([("strip", "strip.jpg", data, "image/jpeg")]), 10)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,24 +39,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare", type=Path, help="another checkout to measure the same way")
     args = parser.parse_args(argv)
     body = photographed_strip(args.data_dir)
-    checkouts = [("this checkout", Path(__file__).resolve().parent.parent)]
-    if args.compare:
-        checkouts.append((f"{args.compare}", args.compare.resolve()))
+    roots = checkouts(args.compare)
     work = Path(tempfile.mkdtemp(prefix="digitserve-strips-"))
     results = []
-    for name, root in checkouts:
-        port = free_port()
-        env = {"WORKERS": "1", "LOG_LEVEL": "warning", "DEVICE": "cpu", "PORT": str(port), "PYTHONPATH": str(root)}
-        with server([sys.executable, "-m", "app"], env, port, cwd=root):
+    for name, root in roots:
+        with one_worker(root) as (url, _):
             for concurrency in (1, 8):
-                results.append(measure(name, "photographed strip x10", f"http://127.0.0.1:{port}", body, concurrency,
-                                       args.seconds, work))
+                results.append(measure(name, "photographed strip x10", url, body, concurrency, args.seconds, work))
     print("\n| code | concurrency | strips/s | p50 ms | p99 ms | non-200 |\n| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         print(f"| {r.server} | {r.concurrency} | {r.rps:.1f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} |")
     if args.compare:
         for c in (1, 8):
-            new, old = (next(r for r in results if r.server == n and r.concurrency == c) for n, _ in checkouts)
+            new, old = (next(r for r in results if r.server == n and r.concurrency == c) for n, _ in roots)
             print(f"c={c}: {new.rps / old.rps:.2f}x the strips/s, p50 {old.p50_ms / new.p50_ms:.2f}x lower")
 
 

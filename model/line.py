@@ -63,6 +63,11 @@ class LineConfig:
     def from_dict(cls, data: dict[str, float | int]) -> LineConfig:
         return cls(**data)
 
+    @property
+    def ink(self) -> PreprocessConfig:
+        """The ``to_ink`` step's parameters."""
+        return PreprocessConfig(noise_floor=self.noise_floor, min_contrast=self.min_contrast)
+
 
 DEFAULT_LINE = LineConfig()
 
@@ -82,7 +87,7 @@ def strip_to_line(image: Image.Image | np.ndarray, config: LineConfig = DEFAULT_
 
     Raises ``NoInkError`` when nothing stands out from the background."""
     gray = to_gray(image) if isinstance(image, Image.Image) else np.asarray(image, dtype=np.float32)
-    ink = to_ink(gray, PreprocessConfig(noise_floor=config.noise_floor, min_contrast=config.min_contrast))
+    ink = to_ink(gray, config.ink)
     strong = ink > config.crop_level
     rows, cols = np.flatnonzero(strong.any(axis=1)), np.flatnonzero(strong.any(axis=0))
     if rows.size == 0:

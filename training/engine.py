@@ -37,11 +37,15 @@ def progress(iterable: Any, total: int, description: str) -> tqdm:
     return tqdm(iterable, total=total, desc=description, unit="batch", dynamic_ncols=True, leave=False)
 
 
-def optimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
-    """One training step: the gradients of ``loss``, the optimiser's update, and the schedule's
-    next learning rate."""
+def optimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+             clip_norm: float | None = None) -> None:
+    """One training step: the gradients of ``loss`` (their global norm clipped to ``clip_norm``
+    when given), the optimiser's update, and the schedule's next learning rate."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if clip_norm is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, clip_norm)
     optimizer.step()
     scheduler.step()
 

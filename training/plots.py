@@ -20,23 +20,30 @@ def save_figure(fig: plt.Figure, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_curves(epochs: Sequence[dict[str, float]], path: Path, title: str) -> None:
-    """Loss and accuracy per epoch, train against validation, side by side."""
+def _history_panels(epochs: Sequence[dict[str, float]], losses: Sequence[tuple[str, str, str]],
+                    accuracies: Sequence[tuple[str, str, str]]) -> tuple[plt.Figure, plt.Axes, plt.Axes]:
+    """A loss panel and an accuracy panel (in %) side by side, one line per (key, label, style)
+    present in the history."""
     x = [e["epoch"] for e in epochs]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    for key, style in (("train_loss", "-o"), ("val_loss", "-s")):
-        if key in epochs[0]:
-            loss_ax.plot(x, [e[key] for e in epochs], style, label=key.replace("_", " "))
-    for key, style in (("train_acc", "-o"), ("val_acc", "-s"), ("val_acc_ema", "-^")):
-        if key in epochs[0]:
-            acc_ax.plot(x, [100 * e[key] for e in epochs], style, label=key.replace("_", " "))
+    for ax, series, scale in ((loss_ax, losses, 1), (acc_ax, accuracies, 100)):
+        for key, label, style in series:
+            if key in epochs[0]:
+                ax.plot(x, [scale * e[key] for e in epochs], style, label=label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return fig, loss_ax, acc_ax
+
+
+def plot_curves(epochs: Sequence[dict[str, float]], path: Path, title: str) -> None:
+    """Loss and accuracy per epoch, train against validation, side by side."""
+    named = [(key, key.replace("_", " "), style) for key, style in
+             (("train_loss", "-o"), ("val_loss", "-s"), ("train_acc", "-o"), ("val_acc", "-s"), ("val_acc_ema", "-^"))]
+    fig, loss_ax, acc_ax = _history_panels(epochs, named[:2], named[2:])
     top = [100 * e[k] for e in epochs for k in ("train_acc", "val_acc") if k in e]
     acc_ax.set_ylim(max(min(top) - 1, 0), 100.05)  # the region that matters, not an early outlier
     loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (loss_ax, acc_ax):
-        ax.grid(alpha=0.3)
-        ax.legend()
     fig.suptitle(title)
     save_figure(fig, path)
 
@@ -71,15 +78,10 @@ def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: int) -> 
 def plot_reading_curves(epochs: Sequence[dict[str, float]], path: Path, title: str) -> None:
     """A strip reader's run: training loss, and the share of validation strips read exactly
     (training style, and the unseen dev style) per epoch."""
-    x = [e["epoch"] for e in epochs]
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    loss_ax.plot(x, [e["train_loss"] for e in epochs], "-o", label="train CTC loss")
-    for key, label in (("val_acc", "validation, training style"), ("val_acc_dev", "validation, unseen dev style")):
-        acc_ax.plot(x, [100 * e[key] for e in epochs], "-s", label=label)
+    fig, loss_ax, acc_ax = _history_panels(epochs, [("train_loss", "train CTC loss", "-o")],
+                                           [("val_acc", "validation, training style", "-s"),
+                                            ("val_acc_dev", "validation, unseen dev style", "-s")])
     loss_ax.set(xlabel="epoch", ylabel="loss", title="loss", yscale="log")
     acc_ax.set(xlabel="epoch", ylabel="strips read exactly (%)", title="strips read exactly")
-    for ax in (loss_ax, acc_ax):
-        ax.grid(alpha=0.3)
-        ax.legend()
     fig.suptitle(title)
     save_figure(fig, path)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from app.budget import PixelBudget
 from app.errors import ApiError
-from app.imaging import MAX_SIDE, decode_image
+from app.imaging import MAX_SIDE, decode_image, open_image
 from tests.app.conftest import make_client, png_part
 from tests.app.process import running_service
 from tests.imaging import digit_image, encode
@@ -83,23 +83,32 @@ def test_the_request_budget_is_a_setting(mnist_test):
 
 @pytest.mark.parametrize(("fmt", "mode"), [("JPEG", "RGB"), ("PNG", "L"), ("PNG", "P"), ("TIFF", "I;16")])
 def test_large_images_are_decoded_reduced(fmt, mode):
-    image = Image.new("L", (6000, 800), 255).convert(mode if mode != "I;16" else "I").convert(mode) if mode != "I;16" \
-        else Image.fromarray(np.full((800, 6000), 60000, dtype=np.uint16))
-    decoded = decode_image(encode(image, fmt), "x", 40_000_000)
+    """A 6000 x 800 image is decoded at most 1,024 pixels long for a digit and 4,096 for a strip,
+    its aspect kept, whatever its format and mode (16-bit values kept, not clipped)."""
+    if mode == "I;16":
+        image = Image.fromarray(np.full((800, 6000), 60000, dtype=np.uint16))
+    else:
+        image = Image.new("L", (6000, 800), 255).convert(mode)
+    data = encode(image, fmt)
+    decoded = decode_image(open_image(data, "x", 40_000_000), "x")
     assert max(decoded.size) <= MAX_SIDE["digit"] and decoded.size[0] / decoded.size[1] == pytest.approx(7.5, rel=0.02)
-    strip = decode_image(encode(image, fmt), "x", 40_000_000, MAX_SIDE["strip"])
+    if mode == "I;16":
+        assert np.asarray(decoded).max() == 60000
+    strip = decode_image(open_image(data, "x", 40_000_000), "x", MAX_SIDE["strip"])
     assert MAX_SIDE["strip"] // 2 < max(strip.size) <= MAX_SIDE["strip"]
 
 
-def test_a_reduced_photo_keeps_its_exif_orientation(mnist_test):
-    """A phone photo stored sideways with an EXIF orientation: upright after reduction too."""
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_a_reduced_photo_keeps_its_exif_orientation(mnist_test, fmt):
+    """A photo stored sideways with an EXIF orientation is upright after reduction too (a JPEG
+    reduced by its decoder, a PNG by box averaging)."""
     upright = digit_image(mnist_test.images[0], size=3000, black_on_white=True)
     sideways = upright.transpose(Image.Transpose.ROTATE_270)
     exif = Image.Exif()
     exif[0x0112] = 8  # rotate 90 degrees clockwise to view
     buffer = io.BytesIO()
-    sideways.convert("RGB").save(buffer, format="JPEG", exif=exif.tobytes(), quality=90)
-    decoded = decode_image(buffer.getvalue(), "photo", 40_000_000)
+    sideways.convert("RGB").save(buffer, format=fmt, exif=exif.tobytes())
+    decoded = decode_image(open_image(buffer.getvalue(), "photo", 40_000_000), "photo")
     assert max(decoded.size) <= MAX_SIDE["digit"]
     small = np.asarray(upright.resize(decoded.size), dtype=np.float32)
     assert np.abs(np.asarray(decoded.convert("L"), dtype=np.float32) - small).mean() < 12
