@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -66,18 +67,27 @@ async def _watch_for_disconnect(request: Request, disconnected: threading.Event)
             return
 
 
-async def get_serving(request: Request, models: Annotated[Models, Depends(get_models)],
-                      settings: Annotated[Settings, Depends(get_settings)],
-                      metrics: Annotated[Metrics, Depends(get_metrics)]) -> AsyncIterator[Serving]:
-    """Only for requests admitted while ready (``get_models`` answers 503 otherwise). While the
-    request is served, a task watches for its client going away."""
-    serving = Serving(models, request.state.engine, settings, metrics,
+@asynccontextmanager
+async def serving_scope(request: Request) -> AsyncIterator[Serving]:
+    """The ``Serving`` of a request whose body has been read (the watcher takes every message
+    the server sends from then on). A route that reads its own body (``/v2/.../infer``) enters
+    it after reading; the others get it as ``ServingDep``. 503 for a request that arrived while
+    the service was not ready."""
+    models = await get_models(request)
+    settings: Settings = request.app.state.settings
+    serving = Serving(models, request.state.engine, settings, request.app.state.metrics,
                       request.state.arrived + settings.request_timeout_seconds, request.state.pixels)
     watcher = asyncio.create_task(_watch_for_disconnect(request, serving.disconnected))
     try:
         yield serving
     finally:
         watcher.cancel()
+
+
+async def get_serving(request: Request) -> AsyncIterator[Serving]:
+    """For the multipart routes, whose form FastAPI reads before it resolves dependencies."""
+    async with serving_scope(request) as serving:
+        yield serving
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

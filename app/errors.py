@@ -1,4 +1,5 @@
-"""One error shape for every failure: ``{"detail": "<what went wrong>", "code": "<stable code>"}``.
+"""One error shape for every failure: ``{"detail": "<what went wrong>", "code": "<stable code>"}``;
+under ``/v2/`` the Open Inference Protocol's ``{"error": "<what went wrong>", "code": ...}``.
 
 Routes raise ``ApiError`` with a status, a code clients can branch on, and a message people can
 read. FastAPI's validation errors and Starlette's HTTP errors are mapped to the same shape; any
@@ -31,7 +32,13 @@ class ApiError(Exception):
         self.status, self.code, self.detail, self.headers = status, code, detail, headers
 
 
-def error_body(code: str, detail: str) -> dict[str, str]:
+OIP_PREFIX = "/v2/"
+
+
+def error_body(code: str, detail: str, path: str = "") -> dict[str, str]:
+    """The error's JSON: ours, or the Open Inference Protocol's for its routes (``path``)."""
+    if path.startswith(OIP_PREFIX):
+        return {"error": detail, "code": code}
     return {"detail": detail, "code": code}
 
 
@@ -42,23 +49,24 @@ def _describe(error: dict) -> str:
     return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid"))
 
 
-async def _api_error(_: Request, error: ApiError) -> JSONResponse:
-    return JSONResponse(error_body(error.code, error.detail), status_code=error.status, headers=error.headers)
+async def _api_error(request: Request, error: ApiError) -> JSONResponse:
+    return JSONResponse(error_body(error.code, error.detail, request.url.path), status_code=error.status, headers=error.headers)
 
 
-async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
     detail = "; ".join(_describe(e) for e in error.errors()) or "invalid request"
-    return JSONResponse(error_body("invalid_request", detail), status_code=422)
+    return JSONResponse(error_body("invalid_request", detail, request.url.path), status_code=422)
 
 
-async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
     code = _HTTP_CODES.get(error.status_code, "http_error")
-    return JSONResponse(error_body(code, str(error.detail)), status_code=error.status_code, headers=getattr(error, "headers", None))
+    return JSONResponse(error_body(code, str(error.detail), request.url.path), status_code=error.status_code,
+                        headers=getattr(error, "headers", None))
 
 
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
+    return JSONResponse(error_body("internal_error", "internal server error", request.url.path), status_code=500)
 
 
 def install_error_handlers(app: FastAPI) -> None:

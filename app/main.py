@@ -24,10 +24,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app import tuning
 from app.budget import PixelBudget
 from app.engine import Engine
-from app.errors import error_body, install_error_handlers
+from app.errors import OIP_PREFIX, error_body, install_error_handlers
 from app.observability import Metrics, RequestObserver
 from app.registry import load_models
-from app.routers import models, ops, predict
+from app.routers import models, ops, predict, v2
 from app.security import require_api_key
 from app.settings import Settings
 from model.checkpoint import CheckpointError
@@ -46,6 +46,11 @@ Handwritten-digit models trained on MNIST, and a garment classifier trained on F
 Uploads are `multipart/form-data`: PNG, JPEG, BMP, GIF, WebP or TIFF of any size, in either polarity.
 Every error is JSON: `{"detail": "...", "code": "..."}`.
 """
+
+
+def is_prediction(path: str) -> bool:
+    """The routes that run a model: ours, and the Open Inference Protocol's ``.../infer``."""
+    return path.startswith("/predict/") or (path.startswith(OIP_PREFIX) and path.endswith("/infer"))
 
 
 @dataclass
@@ -76,12 +81,12 @@ class Admission:
             return
         state = scope.setdefault("state", {})
         state["admitted"], state["arrived"] = self.readiness.ready, time.monotonic()
-        if not scope["path"].startswith("/predict/"):
+        if not is_prediction(scope["path"]):
             await self.app(scope, receive, send)
             return
         if self.pending >= self.max_pending:
             self.metrics.rejected.labels("overloaded").inc()
-            await _reply(send, 503, error_body("overloaded", "the service is at capacity; retry shortly"),
+            await _reply(send, 503, error_body("overloaded", "the service is at capacity; retry shortly", scope["path"]),
                          [(b"retry-after", b"1")])
             return
         self.pending += 1
@@ -150,7 +155,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router, dependencies=guarded)
     app.include_router(models.router, dependencies=guarded)
     app.include_router(ops.metrics_router, dependencies=guarded)
+    app.include_router(v2.router)
     app.include_router(ops.router)
+    app.include_router(v2.health)
     return app
 
 

@@ -120,13 +120,13 @@ class RequestObserver:
             await self.app(scope, limited_receive, send_with_id)
         except (_TooLarge, _SlowBody) as error:
             if not sent_start:
-                await self._reject(send_with_id, error)
+                await self._reject(send_with_id, error, scope["path"])
         finally:
             self._record(scope, status, started, request_id)
 
-    async def _reject(self, send: Send, error: HTTPException) -> None:
+    async def _reject(self, send: Send, error: HTTPException, path: str) -> None:
         code = "payload_too_large" if error.status_code == 413 else "request_timeout"
-        body = json.dumps(error_body(code, str(error.detail))).encode()
+        body = json.dumps(error_body(code, str(error.detail), path)).encode()
         await send({"type": "http.response.start", "status": error.status_code,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})

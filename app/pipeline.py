@@ -3,6 +3,9 @@
 Decoding and preprocessing run in the thread pool (the ``prepare`` functions handed to the
 engine), inference on the engine's inference thread: nothing here blocks the event loop. They
 raise ``ApiError`` for anything wrong with the input.
+
+The single-image endpoints also take arrays a client preprocessed itself (``Images``: the Open
+Inference Protocol's FP32 ``pixels`` input), which skip decoding and go the same way.
 """
 
 from __future__ import annotations
@@ -36,8 +39,15 @@ class Upload:
         return f"{self.field} '{self.filename}'" if self.filename else self.field
 
 
-def _open_all(uploads: list[Upload], settings: Settings) -> list[Image.Image]:
-    """Each upload opened from its header, nothing decoded yet (on the event loop: cheap)."""
+# Uploads to decode, or [N, 28, 28] arrays in [0, 1] that a client preprocessed itself.
+Images = list[Upload] | np.ndarray
+
+
+def _open_all(uploads: Images, settings: Settings) -> list[Image.Image]:
+    """Each upload opened from its header, nothing decoded yet (on the event loop: cheap);
+    preprocessed arrays have nothing to open."""
+    if isinstance(uploads, np.ndarray):
+        return []
     return [open_image(upload.data, upload.label, settings.max_image_pixels) for upload in uploads]
 
 
@@ -56,11 +66,14 @@ def _stop_if_abandoned(serving: Serving) -> None:
                        headers=RETRY_AFTER)
 
 
-def _single_arrays(uploads: list[Upload], opened: list[Image.Image], config: PreprocessConfig, blank_code: str,
+def _single_arrays(uploads: Images, opened: list[Image.Image], config: PreprocessConfig, blank_code: str,
                    serving: Serving) -> np.ndarray:
     """Uploaded images of one thing each (opened) -> their [N, 28, 28] arrays, preprocessed
     together; ``blank_code`` names the 422 for the first image where nothing stands out from
-    the background."""
+    the background. Arrays a client preprocessed are already that."""
+    if isinstance(uploads, np.ndarray):
+        _stop_if_abandoned(serving)
+        return uploads
     images = []
     for upload, image in zip(uploads, opened, strict=True):
         _stop_if_abandoned(serving)
@@ -80,14 +93,14 @@ def _strip_line(upload: Upload, opened: Image.Image, models: Models) -> Line:
         raise ApiError(422, "no_digit_found", f"{upload.label}: {error}") from None
 
 
-async def predict_digits(uploads: list[Upload], serving: Serving) -> dict[str, Any]:
+async def predict_digits(uploads: Images, serving: Serving, endpoint: str = "/predict/digit") -> dict[str, Any]:
     models, settings, metrics = serving.models, serving.settings, serving.metrics
 
     opened = _open_all(uploads, settings)
 
     def prepare() -> tuple[np.ndarray, int]:
         arrays = _single_arrays(uploads, opened, models.preprocess, "no_digit_found", serving)
-        metrics.images.labels("/predict/digit").inc(len(arrays))
+        metrics.images.labels(endpoint).inc(len(arrays))
         return arrays, len(arrays)
 
     with serving.pixels.hold(_pixels(opened)):
@@ -95,14 +108,14 @@ async def predict_digits(uploads: list[Upload], serving: Serving) -> dict[str, A
     return {"model": model_id(models.digit), "predictions": predictions}
 
 
-async def predict_garments(uploads: list[Upload], serving: Serving) -> dict[str, Any]:
+async def predict_garments(uploads: Images, serving: Serving, endpoint: str = "/predict/fashion") -> dict[str, Any]:
     models, settings, metrics = serving.models, serving.settings, serving.metrics
 
     opened = _open_all(uploads, settings)
 
     def prepare() -> tuple[np.ndarray, int]:
         arrays = _single_arrays(uploads, opened, models.fashion.preprocess, "no_garment_found", serving)
-        metrics.images.labels("/predict/fashion").inc(len(arrays))
+        metrics.images.labels(endpoint).inc(len(arrays))
         return arrays, len(arrays)
 
     with serving.pixels.hold(_pixels(opened)):
@@ -110,11 +123,12 @@ async def predict_garments(uploads: list[Upload], serving: Serving) -> dict[str,
     return {"model": model_id(models.fashion), "predictions": predictions}
 
 
-async def predict_sequence(uploads: list[Upload], strip: Upload | None, serving: Serving) -> dict[str, Any]:
+async def predict_sequence(uploads: Images, strip: Upload | None, serving: Serving,
+                           endpoint: str = "/predict/sequence") -> dict[str, Any]:
     """A strip is read whole by the line reader; digit images in order go to the CNN-LSTM, each
     digit read by the digit model."""
     if strip is not None:
-        return await _read_strip(strip, serving)
+        return await _read_strip(strip, serving, endpoint)
     models, settings, metrics = serving.models, serving.settings, serving.metrics
 
     opened = _open_all(uploads, settings)
@@ -124,7 +138,7 @@ async def predict_sequence(uploads: list[Upload], strip: Upload | None, serving:
             raise ApiError(422, "too_many_digits",
                            f"{len(uploads)} digit images sent; the limit is {settings.max_sequence_digits}")
         arrays = _single_arrays(uploads, opened, models.preprocess, "no_digit_found", serving)
-        metrics.images.labels("/predict/sequence").inc(len(arrays))
+        metrics.images.labels(endpoint).inc(len(arrays))
         return arrays, len(arrays)
 
     with serving.pixels.hold(_pixels(opened)):
@@ -134,14 +148,14 @@ async def predict_sequence(uploads: list[Upload], strip: Upload | None, serving:
             "length": len(digits), "digits": digits}
 
 
-async def _read_strip(strip: Upload, serving: Serving) -> dict[str, Any]:
+async def _read_strip(strip: Upload, serving: Serving, endpoint: str) -> dict[str, Any]:
     models, settings = serving.models, serving.settings
     opened = _open_all([strip], settings)
 
     def prepare() -> tuple[Line, int]:
         _stop_if_abandoned(serving)
         line = _strip_line(strip, opened[0], models)
-        serving.metrics.images.labels("/predict/sequence").inc()
+        serving.metrics.images.labels(endpoint).inc()
         return line, 1
 
     with serving.pixels.hold(_pixels(opened)):
@@ -156,14 +170,28 @@ async def _read_strip(strip: Upload, serving: Serving) -> dict[str, Any]:
             "probability": reading.contains_4, "length": len(digits), "digits": digits}
 
 
-async def predict_sum(upload: Upload, number: int, serving: Serving) -> dict[str, Any]:
-    models, settings = serving.models, serving.settings
+def number_range(models: Models, settings: Settings) -> tuple[int, int]:
+    """Integers the digit-sum model takes: the setting, within the model's exact range."""
+    low, high = models.digit_sum.metadata.get("metrics", {}).get("exact_range", [-settings.max_abs_number, settings.max_abs_number])
+    return max(low, -settings.max_abs_number), min(high, settings.max_abs_number)
 
-    opened = _open_all([upload], settings)
+
+def check_number(value: int, models: Models, settings: Settings) -> None:
+    low, high = number_range(models, settings)
+    if not low <= value <= high:
+        raise ApiError(422, "number_out_of_range", f"number must be between {low} and {high}, got {value}")
+
+
+async def predict_sum(upload: Upload | np.ndarray, number: int, serving: Serving,
+                      endpoint: str = "/predict/digit-sum") -> dict[str, Any]:
+    """One digit (an upload, or a [28, 28] array a client preprocessed) and an integer."""
+    models, settings = serving.models, serving.settings
+    images: Images = upload[None] if isinstance(upload, np.ndarray) else [upload]
+    opened = _open_all(images, settings)
 
     def prepare() -> tuple[tuple[np.ndarray, int], int]:
-        array = _single_arrays([upload], opened, models.preprocess, "no_digit_found", serving)[0]
-        serving.metrics.images.labels("/predict/digit-sum").inc()
+        array = _single_arrays(images, opened, models.preprocess, "no_digit_found", serving)[0]
+        serving.metrics.images.labels(endpoint).inc()
         return (array, number), 1
 
     with serving.pixels.hold(_pixels(opened)):

@@ -106,3 +106,82 @@ class ModelsResponse(BaseModel):
 
 class Status(BaseModel):
     status: str = Field(examples=["ok"])
+
+
+# The Open Inference Protocol (v2): what /docs shows of its bodies. The infer route reads its
+# body itself (JSON, or JSON then binary tensors: ``app.oip``); these models document it.
+
+class OipError(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"error": "unknown model 'digits'", "code": "not_found"}]})
+
+    error: str = Field(description="what went wrong, for people")
+    code: str = Field(description="stable machine-readable code, as on the other routes", examples=["not_found"])
+
+
+class OipServer(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class OipLive(BaseModel):
+    live: bool
+
+
+class OipReady(BaseModel):
+    ready: bool
+
+
+class OipModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class OipTensorMeta(BaseModel):
+    name: str
+    datatype: str = Field(examples=["FP32"])
+    shape: list[int] = Field(description="-1 for a dimension of any size", examples=[[-1, 1, 28, 28]])
+
+
+class OipModelMeta(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[OipTensorMeta]
+    outputs: list[OipTensorMeta]
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class OipInput(BaseModel):
+    name: str = Field(examples=["pixels"])
+    shape: list[int] = Field(examples=[[1, 1, 28, 28]])
+    datatype: str = Field(examples=["FP32"])
+    parameters: dict[str, Any] | None = Field(None, description="binary_data_size: this input's bytes follow the JSON")
+    data: list[Any] | None = Field(None, description="the values in row-major order; a BYTES element is base64")
+
+
+class OipRequestedOutput(BaseModel):
+    name: str = Field(examples=["label"])
+    parameters: dict[str, Any] | None = Field(None, description="binary_data: return this output as raw bytes")
+
+
+class OipInferRequest(BaseModel):
+    id: str | None = None
+    parameters: dict[str, Any] | None = Field(None, description="binary_data_output: every output as raw bytes")
+    inputs: list[OipInput]
+    outputs: list[OipRequestedOutput] | None = None
+
+
+class OipOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
+
+
+class OipInferResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    outputs: list[OipOutput]

@@ -15,9 +15,7 @@ from app import pipeline
 from app.deps import ServingDep
 from app.errors import ApiError
 from app.pipeline import Upload
-from app.registry import Models
 from app.schemas import DigitResponse, Error, GarmentResponse, SequenceResponse, SumResponse
-from app.settings import Settings
 
 router = APIRouter(prefix="/predict", tags=["predict"])
 
@@ -49,12 +47,6 @@ async def _single(request: Request, field: str) -> None:
     """Refuse a field sent more than once (FastAPI would silently keep one of them)."""
     if len((await request.form()).getlist(field)) > 1:
         raise ApiError(422, "invalid_request", f"field '{field}' must be sent once")
-
-
-def number_range(models: Models, settings: Settings) -> tuple[int, int]:
-    """Integers accepted by /predict/digit-sum: the setting, within the model's exact range."""
-    low, high = models.digit_sum.metadata.get("metrics", {}).get("exact_range", [-settings.max_abs_number, settings.max_abs_number])
-    return max(low, -settings.max_abs_number), min(high, settings.max_abs_number)
 
 
 @router.post("/digit", response_model=DigitResponse, responses=ERRORS, summary="Classify one or many digit images")
@@ -117,8 +109,6 @@ async def predict_digit_sum(
         shown = number if len(number) <= 40 else number[:40] + "..."
         raise ApiError(422, "invalid_number", f"number must be an integer written in digits, got {shown!r}")
     value = int(number)
-    low, high = number_range(serving.models, serving.settings)
-    if not low <= value <= high:
-        raise ApiError(422, "number_out_of_range", f"number must be between {low} and {high}, got {value}")
+    pipeline.check_number(value, serving.models, serving.settings)
     upload = Upload("file", file.filename or "", await file.read())
     return await pipeline.predict_sum(upload, value, serving)

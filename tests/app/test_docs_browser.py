@@ -43,5 +43,6 @@ def test_swagger_ui_lists_the_operations_offline(served, tmp_path):
     ]
     dom = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
     paths = set(re.findall(r'class="opblock-summary-path"[^>]*data-path="([^"]+)"', dom))
-    assert {"/predict/digit", "/predict/sequence", "/predict/digit-sum", "/predict/fashion", "/models", "/healthz", "/readyz", "/metrics"} <= paths, dom[:2000]
+    assert {"/predict/digit", "/predict/sequence", "/predict/digit-sum", "/predict/fashion", "/models", "/healthz", "/readyz", "/metrics",
+            "/v2/models/{name}/infer", "/v2/models/{name}", "/v2/health/ready"} <= paths, dom[:2000]
     assert "digitserve" in dom

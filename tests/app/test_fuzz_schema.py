@@ -30,7 +30,8 @@ def service_url() -> Iterator[str]:
 def test_every_response_is_documented_and_none_is_a_server_error(service_url: str) -> None:
     schema = schemathesis.openapi.from_url(f"{service_url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {op.label for op in operations} >= {"POST /predict/digit", "POST /predict/sequence", "POST /predict/digit-sum", "POST /predict/fashion"}
+    assert {op.label for op in operations} >= {"POST /predict/digit", "POST /predict/sequence", "POST /predict/digit-sum", "POST /predict/fashion",
+                                               "POST /v2/models/{name}/infer", "GET /v2/models/{name}", "GET /v2/health/ready"}
     for operation in operations:
 
         @given(case=operation.as_strategy())
