@@ -27,7 +27,7 @@ from app.engine import Engine
 from app.errors import OIP_PREFIX, error_body, install_error_handlers
 from app.observability import Metrics, RequestObserver
 from app.registry import load_models
-from app.routers import models, ops, predict, v2
+from app.routers import models, ops, page, predict, v2
 from app.security import require_api_key
 from app.settings import Settings
 from model.checkpoint import CheckpointError
@@ -158,6 +158,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2.router)
     app.include_router(ops.router)
     app.include_router(v2.health)
+    app.include_router(page.router)
+    app.mount("/static", page.static_files, name="static")
     return app
 
 

@@ -85,10 +85,11 @@ def _single_arrays(uploads: Images, opened: list[Image.Image], config: Preproces
         raise ApiError(422, blank_code, f"{uploads[error.index or 0].label}: {error}") from None
 
 
-def _strip_line(upload: Upload, opened: Image.Image, models: Models) -> Line:
+def _strip_line(upload: Upload, opened: Image.Image, models: Models) -> tuple[Line, tuple[int, int]]:
+    """The strip's line image, and the size of the image it was made from."""
     image = decode_image(opened, upload.label, MAX_SIDE["strip"])
     try:
-        return strip_to_line(image, models.line)
+        return strip_to_line(image, models.line), image.size
     except NoInkError as error:
         raise ApiError(422, "no_digit_found", f"{upload.label}: {error}") from None
 
@@ -151,10 +152,12 @@ async def predict_sequence(uploads: Images, strip: Upload | None, serving: Servi
 async def _read_strip(strip: Upload, serving: Serving, endpoint: str) -> dict[str, Any]:
     models, settings = serving.models, serving.settings
     opened = _open_all([strip], settings)
+    prepared: list[tuple[Line, tuple[int, int]]] = []
 
     def prepare() -> tuple[Line, int]:
         _stop_if_abandoned(serving)
-        line = _strip_line(strip, opened[0], models)
+        line, size = _strip_line(strip, opened[0], models)
+        prepared.append((line, size))
         serving.metrics.images.labels(endpoint).inc()
         return line, 1
 
@@ -165,7 +168,10 @@ async def _read_strip(strip: Upload, serving: Serving, endpoint: str) -> dict[st
     if len(reading.labels) > settings.max_sequence_digits:
         raise ApiError(422, "too_many_digits",
                        f"{strip.label} holds {len(reading.labels)} digits; the limit is {settings.max_sequence_digits}")
-    digits = [{"label": label, "probability": p} for label, p in zip(reading.labels, reading.probabilities)]
+    line, (width, height) = prepared[0]
+    digits = [{"label": label, "probability": p,
+               "box": [round(min(max(v / side, 0.0), 1.0), 4) for v, side in zip(box, (width, height, width, height))]}
+              for label, p, box in zip(reading.labels, reading.probabilities, line.boxes(reading))]
     return {"model": model_id(models.line_reader), "contains_4": reading.contains_4 >= 0.5,
             "probability": reading.contains_4, "length": len(digits), "digits": digits}
 

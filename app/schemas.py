@@ -54,6 +54,11 @@ class GarmentResponse(BaseModel):
 class DigitRead(BaseModel):
     label: int = Field(ge=0, le=9)
     probability: float = Field(ge=0, le=1)
+    box: list[float] | None = Field(None, min_length=4, max_length=4, examples=[[0.02, 0.05, 0.3, 0.95]],
+                                    description="strips only: where the digit was read, as [left, top, right, bottom] "
+                                                "fractions of the image's width and height (the image as EXIF orientation "
+                                                "shows it): the cut between neighbouring digits lies halfway between the "
+                                                "line reader's peaks for them")
 
 
 class SequenceResponse(BaseModel):

@@ -58,11 +58,13 @@ BOUNDARY = "----digitserve-bench"
 
 @dataclass
 class Body:
-    """One multipart request body and what it holds."""
+    """One request body and what it holds: multipart unless ``content_type`` says otherwise."""
 
     path: str
     data: bytes
     digits: int
+    content_type: str = f"multipart/form-data; boundary={BOUNDARY}"
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -110,12 +112,24 @@ def multipart(parts: list[tuple[str, str, bytes, str]], fields: dict[str, str] |
     return out.getvalue()
 
 
+def oip_pixels(image: np.ndarray) -> Body:
+    """One digit through the Open Inference Protocol as tritonclient sends it by default: the
+    JSON header, then the FP32 pixels (normalised as in training) as binary."""
+    pixels = normalise(preprocess_digit(image.astype(np.float32) / 255)[None]).numpy()
+    head = json.dumps({"inputs": [{"name": "pixels", "datatype": "FP32", "shape": list(pixels.shape),
+                                   "parameters": {"binary_data_size": pixels.nbytes}}],
+                       "parameters": {"binary_data_output": True}}).encode()
+    return Body("/v2/models/digit/infer", head + pixels.tobytes(), 1, "application/octet-stream",
+                {"Inference-Header-Content-Length": str(len(head))})
+
+
 def make_bodies(data_dir: str | None) -> dict[str, Body]:
     test = load_split("test", data_dir)
     rng = np.random.default_rng(0)
     png = [encode(digit_image(test.images[i])) for i in range(256)]
     strip = make_strip(test.images[:10], test.labels[:10], rng, height=56)
     return {
+        "digit, OIP binary FP32": oip_pixels(test.images[0]),
         "digit": Body("/predict/digit", multipart([("files", "d.png", png[0], "image/png")]), 1),
         "digit x256": Body("/predict/digit", multipart([("files", f"d{i}.png", p, "image/png") for i, p in enumerate(png)]), 256),
         "sequence strip x10": Body("/predict/sequence", multipart([("strip", "s.png", encode(strip.image), "image/png")]), 10),
@@ -199,8 +213,9 @@ def rss_mb(root_pid: int) -> float:
 def hey(url: str, body: Body, body_file: Path, concurrency: int, seconds: float) -> tuple[list[tuple[float, int]], float]:
     """Run hey for ``seconds`` at ``concurrency``; per-request (latency s, status) and wall time."""
     body_file.write_bytes(body.data)
+    headers = [part for name, value in body.headers.items() for part in ("-H", f"{name}: {value}")]
     command = ["hey", "-z", f"{seconds}s", "-c", str(concurrency), "-t", "30", "-o", "csv", "-m", "POST",
-               "-D", str(body_file), "-T", f"multipart/form-data; boundary={BOUNDARY}", url + body.path]
+               "-D", str(body_file), "-T", body.content_type, *headers, url + body.path]
     started = time.monotonic()
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 90, check=True).stdout
     wall = time.monotonic() - started
@@ -290,6 +305,8 @@ def run(args: argparse.Namespace) -> Report:
             report.results.append(measure(name, "digit x256", url, bodies["digit x256"], 1, args.seconds, work))
             report.results.append(measure(name, "digit x256", url, bodies["digit x256"], 4, args.seconds, work))
             if everything and not args.digits_only:
+                report.results.append(measure(name, "digit, OIP binary FP32", url, bodies["digit, OIP binary FP32"], 64,
+                                              args.seconds, work))
                 report.results.append(measure(name, "sequence strip x10", url, bodies["sequence strip x10"], 8, args.seconds, work))
                 report.results.append(measure(name, "digit-sum", url, bodies["digit-sum"], 64, args.seconds, work))
 

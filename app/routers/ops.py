@@ -1,9 +1,9 @@
-"""Liveness, readiness, Prometheus metrics, and a landing page."""
+"""Liveness, readiness and Prometheus metrics."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.deps import MetricsDep
@@ -13,11 +13,6 @@ from app.schemas import Error, Status
 router = APIRouter(tags=["operations"])
 # Metrics get their own router: behind the API key when one is set, unlike health and readiness.
 metrics_router = APIRouter(tags=["operations"])
-
-
-@router.get("/", include_in_schema=False)
-async def root() -> RedirectResponse:
-    return RedirectResponse("/docs")
 
 
 @router.get("/healthz", response_model=Status, summary="Liveness: the process answers")

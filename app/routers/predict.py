@@ -73,7 +73,7 @@ async def predict_fashion(
     return await pipeline.predict_garments(uploads, serving)
 
 
-@router.post("/sequence", response_model=SequenceResponse, responses=ERRORS,
+@router.post("/sequence", response_model=SequenceResponse, response_model_exclude_none=True, responses=ERRORS,
              summary="Does a sequence of digits contain a 4?",
              description="Send exactly one of `strip` (one image of a row of handwritten digits, read left to "
                          "right: spacing uneven or not, digits touching, patterned paper, dashes, commas, periods and "

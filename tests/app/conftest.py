@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 
 import numpy as np
@@ -11,6 +13,17 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.settings import Settings
 from tests.imaging import encode
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium: a skip where it is missing, an error in CI (REQUIRE_BROWSER=1)."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium not found and REQUIRE_BROWSER=1")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    return path
 
 
 def make_client(**overrides: object) -> TestClient:
