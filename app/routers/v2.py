@@ -160,7 +160,8 @@ async def _infer(name: str, version: str | None, request: Request) -> Response:
                 raise ApiError(400, error.code, error.detail, error.headers) from None
             raise
     wanted = parsed.outputs if parsed.outputs is not None else {n: parsed.binary_default for n in names}
-    content, json_length = encode_response(name, served, parsed.id, [t for t in tensors if t.name in wanted], wanted)
+    by_name = {tensor.name: tensor for tensor in tensors}
+    content, json_length = encode_response(name, served, parsed.id, [by_name[n] for n in wanted], wanted)  # in the order asked
     if json_length is None:
         return Response(content, media_type="application/json")
     return Response(content, media_type="application/octet-stream", headers={HEADER_LENGTH: str(json_length)})

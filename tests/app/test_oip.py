@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections.abc import Iterator
 
 import numpy as np
@@ -188,3 +189,47 @@ def test_the_api_key_guards_the_models_not_the_health_routes():
         body = {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 1, 28, 28], "data": [0.0] * 784}]}
         assert secured.post("/v2/models/digit/infer", json=body).status_code == 401
         assert secured.post("/v2/models/digit/infer", json=body, headers={"X-API-Key": "s3cret"}).status_code == 200
+
+
+def _binary(head: dict, tail: bytes, length: int | None = None) -> tuple[bytes, dict[str, str]]:
+    encoded = json.dumps(head).encode()
+    return encoded + tail, {"Inference-Header-Content-Length": str(len(encoded) if length is None else length),
+                            "Content-Type": "application/octet-stream"}
+
+
+PIXELS_HEAD = {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 1, 28, 28],
+                           "parameters": {"binary_data_size": 784 * 4}}]}
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    (_binary(PIXELS_HEAD, b"\0" * (784 * 4 - 1)), "runs past the body"),
+    (_binary(PIXELS_HEAD, b"\0" * (784 * 4 + 5)), "after the last binary input"),
+    (_binary(PIXELS_HEAD, b"\0" * 784 * 4, length=10**9), "no larger than the body"),
+    (_binary(PIXELS_HEAD, b"\0" * 784 * 4, length=3), "not valid JSON"),
+    (_binary({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": 8}}]},
+             b"\xff\xff\xff\x7f\0\0\0\0"), "runs past the binary data"),
+    (_binary({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": -4}}]},
+             b""), "binary_data_size"),
+])
+def test_malformed_binary_tensors_are_400(client, body, words):
+    data, headers = body
+    response = client.post("/v2/models/digit/infer", content=data, headers=headers)
+    assert response.status_code == 400, response.text
+    assert words in response.json()["error"]
+
+
+def test_binary_outputs_come_back_as_the_extension_says(client):
+    pixels = np.full((2, 1, 28, 28), -0.1307 / 0.3081, np.float32)  # background, normalised
+    pixels[:, :, 4:24, 13:15] = (1 - 0.1307) / 0.3081  # a vertical bar of full ink: a "1"
+    head = {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [2, 1, 28, 28],
+                        "parameters": {"binary_data_size": pixels.nbytes}}],
+            "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}, {"name": "label"}], "id": "req-7"}
+    data, headers = _binary(head, pixels.tobytes())
+    response = client.post("/v2/models/digit/infer", content=data, headers=headers)
+    assert response.status_code == 200 and response.headers["content-type"] == "application/octet-stream"
+    length = int(response.headers["Inference-Header-Content-Length"])
+    meta = json.loads(response.content[:length])
+    assert meta["id"] == "req-7" and [o["name"] for o in meta["outputs"]] == ["probabilities", "label"]
+    assert meta["outputs"][0]["parameters"]["binary_data_size"] == 2 * 10 * 4
+    probabilities = np.frombuffer(response.content[length:], dtype="<f4").reshape(2, 10)
+    assert meta["outputs"][1]["data"] == probabilities.argmax(1).tolist() == [1, 1]
