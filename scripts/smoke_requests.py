@@ -7,6 +7,8 @@ Used by scripts/docker-smoke.sh against the container; exits non-zero on the fir
 
 from __future__ import annotations
 
+import json
+import struct
 import sys
 from pathlib import Path
 
@@ -59,6 +61,17 @@ def main(base: str) -> int:
         check(response.status_code == 415 and response.json()["code"] == "unsupported_media_type", f"bad upload -> {response.status_code}")
         check("http_requests_total" in client.get("/metrics").text, "/metrics")
         check("swagger-ui" in client.get("/docs").text, "/docs")
+        page = client.get("/")
+        check(page.status_code == 200 and "Draw a digit" in page.text and client.get("/static/page.js").status_code == 200,
+              "/ (the page and its script)")
+
+        image = encode(digit_image(seven))
+        head = json.dumps({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                                       "parameters": {"binary_data_size": 4 + len(image)}}]}).encode()
+        response = client.post("/v2/models/digit/infer", content=head + struct.pack("<I", len(image)) + image,
+                               headers={"Inference-Header-Content-Length": str(len(head))})
+        label = response.json()["outputs"][0]["data"] if response.status_code == 200 else None
+        check(label == [7], f"/v2/models/digit/infer (binary BYTES input) -> {label}")
     return 0
 
 
