@@ -7,6 +7,7 @@
     python -m training train line-reader --data-dir ../shared/data/mnist --device cuda   # strips read whole
     python -m training evaluate weights/digit.pt --data-dir ../shared/data/mnist
     python -m training study error-gallery --data-dir ../shared/data/mnist   # writes docs/studies/
+    python -m training study label-noise --setting end-to-end --data-dir ../shared/data/mnist --seeds 3
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="architectures: the tables to (re)compute; the report shows every table computed")
     study.add_argument("--models", nargs="+", choices=list(ARCHITECTURE_MODELS),
                        help="architectures: re-run only these rows; the others are read from the stored table")
+    study.add_argument("--setting", choices=["frozen-encoder", "end-to-end"], default="frozen-encoder",
+                       help="label-noise: the digit model's encoder frozen, or the whole CNN-LSTM from random weights "
+                            "(the original study's setting)")
+    study.add_argument("--seeds", type=int, default=1, help="label-noise end to end: seeds per configuration")
     study.add_argument("--jobs", type=int, default=1,
                        help="architectures: train this many cross-validation folds at once, in as many processes")
     return parser
@@ -122,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         report = STUDIES[args.name](StudyOptions(data_dir=args.data_dir, out=args.out, checkpoint=args.checkpoint,
                                                  device=args.device, seed=args.seed, epochs=args.epochs, limit=args.limit,
                                                  fashion_data_dir=args.fashion_data_dir, datasets=tuple(args.datasets),
-                                                 models=tuple(args.models) if args.models else None, jobs=args.jobs))
+                                                 models=tuple(args.models) if args.models else None, jobs=args.jobs,
+                                                 setting=args.setting, seeds=args.seeds))
         print(f"wrote {report}")
         return 0
 

@@ -42,6 +42,39 @@ def test_calibration_reproduces_the_recorded_ece(mnist_dir, digit_checkpoint, tm
         assert figure.format == "PNG"
 
 
+def test_end_to_end_training_flips_the_asked_share_from_a_random_encoder(mnist_dir, digit_checkpoint):
+    import torch
+
+    from training.data import prepare
+    from training.studies import end_to_end
+
+    # The encoder starts from random weights: nothing of the digit model's, different per seed.
+    first, other = end_to_end.new_model(0, torch.device("cpu")), end_to_end.new_model(1, torch.device("cpu"))
+    trained = digit_checkpoint.model.encoder.state_dict()
+    for name, value in first.encoder.state_dict().items():
+        if value.is_floating_point() and value.numel() > 1 and float(value.std()) > 0 and "running" not in name:
+            assert not torch.allclose(value, trained[name]) and not torch.allclose(value, other.encoder.state_dict()[name])
+
+    data = prepare(str(mnist_dir), 5000, 0, limit=400)
+    run, model = end_to_end.train_run(data, 0.4, "gce", 0, torch.device("cpu"), epochs=2, sequences_per_epoch=1600,
+                                      max_batches=8)
+    # 2 epochs x 8 batches x 64 sequences = 1,024 labels: 40% flipped is 40% +- 4.6 (3 sigma).
+    assert abs(run.flipped_share - 0.4) < 0.046, run.flipped_share
+    assert [h["epoch"] for h in run.history] == [1, 2] and 0.0 <= run.test_accuracy <= 1.0
+    assert not torch.allclose(model.encoder.conv[0].weight, first.encoder.conv[0].weight)  # the encoder itself learnt
+
+
+def test_end_to_end_study_writes_its_part_beside_the_frozen_one(mnist_dir, tmp_path):
+    (tmp_path / "label-noise.md").write_text("# Weak supervision\n\nthe frozen-encoder results\n")
+    assert main(["study", "label-noise", "--setting", "end-to-end", "--data-dir", str(mnist_dir), "--device", "cpu",
+                 "--out", str(tmp_path), "--epochs", "1", "--limit", "200"]) == 0
+    report = (tmp_path / "label-noise.md").read_text()
+    assert report.index("the frozen-encoder results") < report.index("## End to end: the original's setting")
+    assert report.count("| 0% |") == 1 and "digit accuracy of the linear probe" in report
+    assert (tmp_path / "label-noise-end-to-end.png").stat().st_size > 0
+    assert (tmp_path / "label-noise-evidence.png").stat().st_size > 0
+
+
 def test_generalized_cross_entropy_bounds_what_a_flipped_label_costs():
     import torch
 
