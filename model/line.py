@@ -74,12 +74,28 @@ DEFAULT_LINE = LineConfig()
 
 @dataclass(frozen=True)
 class Line:
-    """A strip as the line reader sees it: ``pixels`` [height, width] in [0, 1], and where its
-    columns came from (``left`` + column * ``scale`` is the source image's column)."""
+    """A strip as the line reader sees it: ``pixels`` [height, width] in [0, 1], and where they
+    came from: ``left`` + column * ``scale`` is the source image's column, ``top`` + row * ``scale``
+    its row."""
 
     pixels: np.ndarray
     left: float
     scale: float
+    top: float = 0.0
+
+    def boxes(self, reading: Reading) -> list[tuple[float, float, float, float]]:
+        """Each digit read, as a box (left, top, right, bottom) in source pixels: its columns run
+        from halfway to the previous digit's steps to halfway to the next one's, and no wider
+        than the line is tall (a digit is narrower than it is tall), centred on its own steps."""
+        height, width = self.pixels.shape
+        centres = [(a + b + 1) / 2 for a, b in reading.spans]
+        cuts = [0.0] + [(reading.spans[i][1] + 1 + reading.spans[i + 1][0]) / 2 for i in range(len(centres) - 1)] + [float(width)]
+        half = 0.5 * height
+        out = []
+        for i, centre in enumerate(centres):
+            first, last = max(cuts[i], centre - half), min(cuts[i + 1], centre + half)
+            out.append((self.left + first * self.scale, self.top, self.left + last * self.scale, self.top + height * self.scale))
+        return out
 
 
 def strip_to_line(image: Image.Image | np.ndarray, config: LineConfig = DEFAULT_LINE) -> Line:
@@ -111,7 +127,7 @@ def strip_to_line(image: Image.Image | np.ndarray, config: LineConfig = DEFAULT_
         before = (config.min_width - width) // 2
         pixels = np.pad(pixels, ((0, 0), (before, config.min_width - width - before)))
         left -= before * crop.shape[1] / width
-    return Line(pixels.astype(np.float32), float(left), crop.shape[1] / width)
+    return Line(pixels.astype(np.float32), float(left), crop.shape[1] / width, float(top))
 
 
 def stroke_width(strokes: np.ndarray) -> float:
