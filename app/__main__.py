@@ -20,7 +20,8 @@ from typing import Any
 
 import uvicorn
 
-from app.main import Readiness, create_app
+from app.main import create_app
+from app.middleware import Readiness
 from app.settings import Settings
 
 log = logging.getLogger("app")

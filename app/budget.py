@@ -22,7 +22,6 @@ from contextlib import contextmanager
 
 from app.errors import RETRY_AFTER, ApiError
 
-
 # Release this many pixels or more and the allocator is trimmed once nothing is in flight.
 TRIM_AFTER_PIXELS = 4_000_000
 

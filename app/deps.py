@@ -34,7 +34,7 @@ async def get_metrics(request: Request) -> Metrics:
 
 async def get_models(request: Request) -> Models:
     """The loaded models; 503 for a request that arrived while the service was not ready
-    (starting, or shutting down: see ``app.main.Admission``)."""
+    (starting, or shutting down: see ``app.middleware.Admission``)."""
     if not getattr(request.state, "admitted", False):
         raise ApiError(503, "not_ready", "the models are not loaded yet, or the service is shutting down",
                        headers={"Retry-After": "1"})

@@ -22,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 import numpy as np
-
 from starlette.concurrency import run_in_threadpool
 
 from app import inference

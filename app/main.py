@@ -7,25 +7,22 @@ prediction routes consult.
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import tuning
 from app.budget import PixelBudget
 from app.engine import Engine
-from app.errors import OIP_PREFIX, error_body, install_error_handlers
-from app.observability import Metrics, RequestObserver
+from app.errors import install_error_handlers
+from app.middleware import Admission, Readiness, RequestObserver
+from app.observability import Metrics
 from app.registry import load_models
 from app.routers import models, ops, page, predict, v2
 from app.security import require_api_key
@@ -46,63 +43,6 @@ Handwritten-digit models trained on MNIST, and a garment classifier trained on F
 Uploads are `multipart/form-data`: PNG, JPEG, BMP, GIF, WebP or TIFF of any size, in either polarity.
 Every error is JSON: `{"detail": "...", "code": "..."}`.
 """
-
-
-def is_prediction(path: str) -> bool:
-    """The routes that run a model: ours, and the Open Inference Protocol's ``.../infer``."""
-    return path.startswith("/predict/") or (path.startswith(OIP_PREFIX) and path.endswith("/infer"))
-
-
-@dataclass
-class Readiness:
-    """True once every model is loaded and warmed up; False again from the shutdown signal on
-    (the server flips it, see app/__main__.py) and after the lifespan ends."""
-
-    ready: bool = False
-
-
-class Admission:
-    """The door of the prediction routes, before a byte of the body is read.
-
-    It stamps each request with its arrival time (deadlines count from it) and with whether the
-    service was ready then: a request that arrived before the shutdown signal is answered even if
-    its upload is still coming in when the signal lands; one that arrives after it gets a 503.
-    And it bounds the requests in flight: past ``max_pending`` it answers 503 with Retry-After
-    at once, so overload costs a rejected request, not unbounded latency for everyone.
-    """
-
-    def __init__(self, app: ASGIApp, readiness: Readiness, metrics: Metrics, max_pending: int) -> None:
-        self.app, self.readiness, self.metrics, self.max_pending = app, readiness, metrics, max_pending
-        self.pending = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        state = scope.setdefault("state", {})
-        state["admitted"], state["arrived"] = self.readiness.ready, time.monotonic()
-        if not is_prediction(scope["path"]):
-            await self.app(scope, receive, send)
-            return
-        if self.pending >= self.max_pending:
-            self.metrics.rejected.labels("overloaded").inc()
-            await _reply(send, 503, error_body("overloaded", "the service is at capacity; retry shortly", scope["path"]),
-                         [(b"retry-after", b"1")])
-            return
-        self.pending += 1
-        self.metrics.in_flight.inc()
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.pending -= 1
-            self.metrics.in_flight.dec()
-
-
-async def _reply(send: Send, status: int, body: dict[str, str], headers: list[tuple[bytes, bytes]]) -> None:
-    content = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode()), *headers]})
-    await send({"type": "http.response.body", "body": content})
 
 
 @asynccontextmanager

@@ -15,7 +15,14 @@ from app import pipeline
 from app.deps import ServingDep
 from app.errors import ApiError
 from app.pipeline import Upload
-from app.schemas import DigitResponse, Error, GarmentResponse, SequenceResponse, SumResponse
+from app.schemas import (
+    DigitResponse,
+    Error,
+    GarmentResponse,
+    SequenceResponse,
+    SumResponse,
+)
+from app.settings import Settings
 
 router = APIRouter(prefix="/predict", tags=["predict"])
 
