@@ -20,7 +20,7 @@ import ctypes.util
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from app.errors import RETRY_AFTER, ApiError
+from app.failures import RequestFailed
 
 # Release this many pixels or more and the allocator is trimmed once nothing is in flight.
 TRIM_AFTER_PIXELS = 4_000_000
@@ -48,11 +48,10 @@ class PixelBudget:
     def hold(self, pixels: int) -> Iterator[None]:
         """Hold ``pixels`` for the duration of a request, or refuse it (413 / 503)."""
         if pixels > self.per_request:
-            raise ApiError(413, "image_too_large",
+            raise RequestFailed("image_too_large",
                            f"the request's images hold {pixels:,} pixels; the limit is {self.per_request:,} per request")
         if self.in_flight and self.in_flight + pixels > self.limit:
-            raise ApiError(503, "overloaded", "the service is decoding as many pixels as it may; retry shortly",
-                           headers=RETRY_AFTER)
+            raise RequestFailed("overloaded", "the service is decoding as many pixels as it may; retry shortly")
         self.in_flight += pixels
         try:
             yield

@@ -18,7 +18,7 @@ from fastapi import Depends, Request
 
 from app.budget import PixelBudget
 from app.engine import Engine
-from app.errors import ApiError
+from app.failures import RequestFailed
 from app.observability import Metrics
 from app.registry import Models
 from app.settings import Settings
@@ -36,8 +36,7 @@ async def get_models(request: Request) -> Models:
     """The loaded models; 503 for a request that arrived while the service was not ready
     (starting, or shutting down: see ``app.middleware.Admission``)."""
     if not getattr(request.state, "admitted", False):
-        raise ApiError(503, "not_ready", "the models are not loaded yet, or the service is shutting down",
-                       headers={"Retry-After": "1"})
+        raise RequestFailed("not_ready", "the models are not loaded yet, or the service is shutting down")
     return request.state.models
 
 

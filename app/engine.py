@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import inference
 from app.batching import Batcher, DeadlineExceeded, Overloaded, run_unbatched
-from app.errors import RETRY_AFTER, ApiError
+from app.failures import RequestFailed
 from app.observability import Metrics
 from app.registry import Models
 from app.settings import Settings
@@ -62,14 +62,14 @@ def _images(payload: Any) -> int:
 
 def _prepare_then_run(run_batch: Callable[[list[P]], Sequence[R]], prepares: list[Prepare[P]]) -> list[R | BaseException]:
     """A batch of unprepared requests: prepare each (a bad upload fails only its own request,
-    with its ``ApiError``), then one forward pass over the rest."""
+    with its ``RequestFailed``), then one forward pass over the rest."""
     results: list[R | BaseException | None] = [None] * len(prepares)
     payloads, positions = [], []
     for position, prepare in enumerate(prepares):
         try:
             payloads.append(prepare()[0])
             positions.append(position)
-        except ApiError as error:
+        except RequestFailed as error:
             results[position] = error
     if payloads:
         for position, result in zip(positions, run_batch(payloads), strict=True):
@@ -92,9 +92,9 @@ class Runner(Generic[P, R]):
         """``prepare()`` -> (payload, images in it); then the model's result for that payload.
         ``size`` is the number of images expected (uploads), for the queue bound.
 
-        Raises the ``ApiError`` of ``prepare``; and ``ApiError`` 503 when the model's queue is
+        Raises the ``RequestFailed`` of ``prepare``; and ``RequestFailed`` when the model's queue is
         full (``overloaded``) or the request's deadline passes while it waits
-        (``deadline_exceeded``), both with ``Retry-After``.
+        (``deadline_exceeded``).
         """
         if self.batcher is None:
             return await run_in_threadpool(lambda: run_unbatched(self.run_batch, prepare()[0]))
@@ -104,10 +104,9 @@ class Runner(Generic[P, R]):
             payload, size = await run_in_threadpool(prepare)
             return await self.batcher.submit(payload, size, deadline)
         except Overloaded:
-            raise ApiError(503, "overloaded", "the service is at capacity; retry shortly", headers=RETRY_AFTER) from None
+            raise RequestFailed("overloaded", "the service is at capacity; retry shortly") from None
         except DeadlineExceeded:
-            raise ApiError(503, "deadline_exceeded", "the request waited longer than the service's deadline; retry shortly",
-                           headers=RETRY_AFTER) from None
+            raise RequestFailed("deadline_exceeded", "the request waited longer than the service's deadline; retry shortly") from None
 
 
 class Engine:

@@ -1,9 +1,10 @@
-"""One error shape for every failure: ``{"detail": "<what went wrong>", "code": "<stable code>"}``;
-under ``/v2/`` the Open Inference Protocol's ``{"error": "<what went wrong>", "code": ...}``.
+"""The one place failures become HTTP: each ``RequestFailed`` code's status and headers, and one
+error shape for every failure: ``{"detail": "<what went wrong>", "code": "<stable code>"}``;
+under ``/v2/`` the Open Inference Protocol's ``{"error": "<what went wrong>", "code": ...}``,
+with 400 for any input the model cannot use, as the protocol says.
 
-Routes raise ``ApiError`` with a status, a code clients can branch on, and a message people can
-read. FastAPI's validation errors and Starlette's HTTP errors are mapped to the same shape; any
-other exception is logged with its traceback and answered with a generic 500.
+FastAPI's validation errors and Starlette's HTTP errors are mapped to the same shape; any other
+exception is logged with its traceback and answered with a generic 500.
 """
 
 from __future__ import annotations
@@ -15,24 +16,36 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.failures import RequestFailed
+
 log = logging.getLogger("app.errors")
 
+OIP_PREFIX = "/v2/"
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
                413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_request", 503: "not_ready"}
 
 
 RETRY_AFTER = {"Retry-After": "1"}
+# Every code the service answers with, and its status.
+STATUS = {
+    "invalid_tensor": 400, "unauthorized": 401, "not_found": 404,
+    "image_too_large": 413, "unsupported_media_type": 415,
+    "invalid_request": 422, "empty_file": 422, "corrupt_image": 422, "no_digit_found": 422, "no_garment_found": 422,
+    "too_many_images": 422, "too_many_digits": 422, "invalid_number": 422, "number_out_of_range": 422,
+    "client_disconnected": 499,
+    "not_ready": 503, "overloaded": 503, "deadline_exceeded": 503,
+}
+HEADERS = {"unauthorized": {"WWW-Authenticate": "Bearer"}, "not_ready": RETRY_AFTER, "overloaded": RETRY_AFTER,
+           "deadline_exceeded": RETRY_AFTER}
 
 
-class ApiError(Exception):
-    """An error the client caused or should know about, with its HTTP status and stable code."""
-
-    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail, self.headers = status, code, detail, headers
-
-
-OIP_PREFIX = "/v2/"
+def status_of(code: str, path: str = "") -> int:
+    """The HTTP status of a failure code on a route: the Open Inference Protocol answers 400 for
+    any input the model cannot use (what the other routes call 415 or 422)."""
+    status = STATUS[code]
+    if path.startswith(OIP_PREFIX) and status in (415, 422):
+        return 400
+    return status
 
 
 def error_body(code: str, detail: str, path: str = "") -> dict[str, str]:
@@ -49,8 +62,10 @@ def _describe(error: dict) -> str:
     return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid"))
 
 
-async def _api_error(request: Request, error: ApiError) -> JSONResponse:
-    return JSONResponse(error_body(error.code, error.detail, request.url.path), status_code=error.status, headers=error.headers)
+async def _request_failed(request: Request, error: RequestFailed) -> JSONResponse:
+    path = request.url.path
+    return JSONResponse(error_body(error.code, error.detail, path), status_code=status_of(error.code, path),
+                        headers=HEADERS.get(error.code))
 
 
 async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -70,7 +85,7 @@ async def _unexpected(request: Request, error: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestFailed, _request_failed)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

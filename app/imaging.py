@@ -18,7 +18,7 @@ import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from app.errors import ApiError
+from app.failures import RequestFailed
 
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 # The longest side an image is decoded at: a digit or a garment needs far less (28 pixels), a
@@ -30,24 +30,24 @@ _REDUCIBLE = ("L", "LA", "RGB", "RGBA", "I", "F")
 
 def _open(data: bytes, name: str) -> Image.Image:
     if not data:
-        raise ApiError(422, "empty_file", f"{name} is empty")
+        raise RequestFailed("empty_file", f"{name} is empty")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data), formats=FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ApiError(413, "image_too_large", f"{name} has too many pixels (decompression bomb)") from None
+        raise RequestFailed("image_too_large", f"{name} has too many pixels (decompression bomb)") from None
     except (UnidentifiedImageError, OSError, ValueError):
-        raise ApiError(415, "unsupported_media_type",
+        raise RequestFailed("unsupported_media_type",
                        f"{name} is not an image in a supported format ({', '.join(FORMATS)})") from None
 
 
 def _checked_size(image: Image.Image, name: str, max_pixels: int) -> tuple[int, int]:
     width, height = image.size
     if width * height > max_pixels:
-        raise ApiError(413, "image_too_large", f"{name} is {width}x{height} pixels; the limit is {max_pixels} pixels")
+        raise RequestFailed("image_too_large", f"{name} is {width}x{height} pixels; the limit is {max_pixels} pixels")
     if width == 0 or height == 0:
-        raise ApiError(422, "corrupt_image", f"{name} has no pixels")
+        raise RequestFailed("corrupt_image", f"{name} has no pixels")
     return width, height
 
 
@@ -78,5 +78,5 @@ def decode_image(image: Image.Image, name: str, max_side: int = MAX_SIDE["digit"
             image = image.reduce(factor)
         image = ImageOps.exif_transpose(image) or image
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
-        raise ApiError(422, "corrupt_image", f"{name} could not be decoded: {error}") from None
+        raise RequestFailed("corrupt_image", f"{name} could not be decoded: {error}") from None
     return image

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import OIP_PREFIX, RETRY_AFTER, error_body
+from app.errors import HEADERS, OIP_PREFIX, error_body, status_of
 from app.observability import Metrics
 
 log = logging.getLogger("app.access")
@@ -65,7 +65,7 @@ class Admission:
         if self.pending >= self.max_pending:
             self.metrics.rejected.labels("overloaded").inc()
             reply = JSONResponse(error_body("overloaded", "the service is at capacity; retry shortly", scope["path"]),
-                                 status_code=503, headers=RETRY_AFTER)
+                                 status_code=status_of("overloaded"), headers=HEADERS["overloaded"])
             await reply(scope, receive, send)
             return
         self.pending += 1

@@ -2,7 +2,7 @@
 
 Decoding and preprocessing run in the thread pool (the ``prepare`` functions handed to the
 engine), inference on the engine's inference thread: nothing here blocks the event loop. They
-raise ``ApiError`` for anything wrong with the input.
+raise ``RequestFailed`` for anything wrong with the input.
 
 The single-image endpoints also take arrays a client preprocessed itself (``Images``: the Open
 Inference Protocol's FP32 ``pixels`` input), which skip decoding and go the same way.
@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from app.deps import Serving
-from app.errors import RETRY_AFTER, ApiError
+from app.failures import RequestFailed
 from app.imaging import MAX_SIDE, decode_image, open_image
 from app.registry import Models, model_id
 from app.settings import Settings
@@ -60,10 +60,9 @@ def _stop_if_abandoned(serving: Serving) -> None:
     """Between images: a request past its deadline, or whose client has gone away, stops
     decoding; it never reaches the model."""
     if serving.disconnected.is_set():
-        raise ApiError(499, "client_disconnected", "the client closed the connection before the answer")
+        raise RequestFailed("client_disconnected", "the client closed the connection before the answer")
     if time.monotonic() > serving.deadline:
-        raise ApiError(503, "deadline_exceeded", "the request waited longer than the service's deadline; retry shortly",
-                       headers=RETRY_AFTER)
+        raise RequestFailed("deadline_exceeded", "the request waited longer than the service's deadline; retry shortly")
 
 
 def _single_arrays(uploads: Images, opened: list[Image.Image], config: PreprocessConfig, blank_code: str,
@@ -82,7 +81,7 @@ def _single_arrays(uploads: Images, opened: list[Image.Image], config: Preproces
     try:
         return preprocess_digits(images, config)
     except NoInkError as error:
-        raise ApiError(422, blank_code, f"{uploads[error.index or 0].label}: {error}") from None
+        raise RequestFailed(blank_code, f"{uploads[error.index or 0].label}: {error}") from None
 
 
 def _strip_line(upload: Upload, opened: Image.Image, models: Models) -> tuple[Line, tuple[int, int]]:
@@ -91,7 +90,7 @@ def _strip_line(upload: Upload, opened: Image.Image, models: Models) -> tuple[Li
     try:
         return strip_to_line(image, models.line), image.size
     except NoInkError as error:
-        raise ApiError(422, "no_digit_found", f"{upload.label}: {error}") from None
+        raise RequestFailed("no_digit_found", f"{upload.label}: {error}") from None
 
 
 async def predict_digits(uploads: Images, serving: Serving, endpoint: str = "/predict/digit") -> dict[str, Any]:
@@ -136,7 +135,7 @@ async def predict_sequence(uploads: Images, strip: Upload | None, serving: Servi
 
     def prepare() -> tuple[np.ndarray, int]:
         if len(uploads) > settings.max_sequence_digits:
-            raise ApiError(422, "too_many_digits",
+            raise RequestFailed("too_many_digits",
                            f"{len(uploads)} digit images sent; the limit is {settings.max_sequence_digits}")
         arrays = _single_arrays(uploads, opened, models.preprocess, "no_digit_found", serving)
         metrics.images.labels(endpoint).inc(len(arrays))
@@ -164,9 +163,9 @@ async def _read_strip(strip: Upload, serving: Serving, endpoint: str) -> dict[st
     with serving.pixels.hold(_pixels(opened)):
         reading = await serving.engine.line_reader.run(prepare, 1, serving.deadline)
     if not reading.labels:
-        raise ApiError(422, "no_digit_found", f"{strip.label}: no digit found in the strip (only marks that are not digits)")
+        raise RequestFailed("no_digit_found", f"{strip.label}: no digit found in the strip (only marks that are not digits)")
     if len(reading.labels) > settings.max_sequence_digits:
-        raise ApiError(422, "too_many_digits",
+        raise RequestFailed("too_many_digits",
                        f"{strip.label} holds {len(reading.labels)} digits; the limit is {settings.max_sequence_digits}")
     line, (width, height) = prepared[0]
     digits = [{"label": label, "probability": p,
@@ -185,7 +184,7 @@ def number_range(models: Models, settings: Settings) -> tuple[int, int]:
 def check_number(value: int, models: Models, settings: Settings) -> None:
     low, high = number_range(models, settings)
     if not low <= value <= high:
-        raise ApiError(422, "number_out_of_range", f"number must be between {low} and {high}, got {value}")
+        raise RequestFailed("number_out_of_range", f"number must be between {low} and {high}, got {value}")
 
 
 async def predict_sum(upload: Upload | np.ndarray, number: int, serving: Serving,

@@ -11,7 +11,7 @@ from fastapi import Depends
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from app.deps import SettingsDep
-from app.errors import ApiError
+from app.failures import RequestFailed
 
 # auto_error=False: the schemes document themselves in OpenAPI ("Authorize" in /docs) while
 # this module decides, so a missing key gets our error shape rather than FastAPI's.
@@ -29,5 +29,4 @@ async def require_api_key(
     expected = settings.api_key.get_secret_value().encode()
     offered = (bearer.credentials if bearer else header or "").encode()
     if not hmac.compare_digest(offered, expected):
-        raise ApiError(401, "unauthorized", "missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise RequestFailed("unauthorized", "missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")

@@ -18,7 +18,7 @@ import numpy as np
 
 from app import pipeline
 from app.deps import Serving
-from app.errors import ApiError
+from app.failures import RequestFailed
 from app.oip import Tensor
 from app.pipeline import Upload
 from model.preprocess import PreprocessConfig
@@ -51,8 +51,8 @@ class OipModel:
     alternatives: tuple[str, ...] = field(default=())  # inputs of which a request sends exactly one
 
 
-def _bad(message: str) -> ApiError:
-    return ApiError(400, "invalid_tensor", message)
+def _bad(message: str) -> RequestFailed:
+    return RequestFailed("invalid_tensor", message)
 
 
 def _images(tensors: dict[str, Tensor], serving: Serving, config: PreprocessConfig) -> pipeline.Images:
@@ -61,11 +61,11 @@ def _images(tensors: dict[str, Tensor], serving: Serving, config: PreprocessConf
     if "image" in tensors:
         data = tensors["image"].data
         if not 1 <= len(data) <= limit:
-            raise ApiError(422, "too_many_images", f"input 'image': {len(data)} images; send 1 to {limit}")
+            raise RequestFailed("too_many_images", f"input 'image': {len(data)} images; send 1 to {limit}")
         return [Upload("image", f"[{i}]", bytes(value)) for i, value in enumerate(data)]
     pixels = tensors["pixels"].data
     if not 1 <= len(pixels) <= limit:
-        raise ApiError(422, "too_many_images", f"input 'pixels': {len(pixels)} images; send 1 to {limit}")
+        raise RequestFailed("too_many_images", f"input 'pixels': {len(pixels)} images; send 1 to {limit}")
     if not np.isfinite(pixels).all():
         raise _bad("input 'pixels': every value must be finite")
     return (pixels[:, 0] * config.std + config.mean).astype(np.float32)

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.deps import MetricsDep
-from app.errors import error_body
+from app.errors import HEADERS, error_body
 from app.schemas import Error, Status
 
 router = APIRouter(tags=["operations"])
@@ -25,7 +25,7 @@ async def healthz() -> Status:
 async def readyz(request: Request) -> Response:
     if not request.app.state.readiness.ready:
         return JSONResponse(error_body("not_ready", "models not loaded, or shutting down"), status_code=503,
-                            headers={"Retry-After": "1"})
+                            headers=HEADERS["not_ready"])
     return JSONResponse({"status": "ready"})
 
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from app import pipeline
 from app.deps import ServingDep
-from app.errors import ApiError
+from app.failures import RequestFailed
 from app.pipeline import Upload
 from app.schemas import (
     DigitResponse,
@@ -46,14 +46,14 @@ _INTEGER = re.compile(r"[+-]?[0-9]{1,12}")
 
 async def _read(files: list[UploadFile], field: str, settings: Settings) -> list[Upload]:
     if len(files) > settings.max_images:
-        raise ApiError(422, "too_many_images", f"{len(files)} images sent; the limit is {settings.max_images}")
+        raise RequestFailed("too_many_images", f"{len(files)} images sent; the limit is {settings.max_images}")
     return [Upload(field, file.filename or "", await file.read()) for file in files]
 
 
 async def _single(request: Request, field: str) -> None:
     """Refuse a field sent more than once (FastAPI would silently keep one of them)."""
     if len((await request.form()).getlist(field)) > 1:
-        raise ApiError(422, "invalid_request", f"field '{field}' must be sent once")
+        raise RequestFailed("invalid_request", f"field '{field}' must be sent once")
 
 
 @router.post("/digit", response_model=DigitResponse, responses=ERRORS, summary="Classify one or many digit images")
@@ -94,7 +94,7 @@ async def predict_sequence(
     files: Annotated[list[UploadFile] | None, File(description="the digit images, in order")] = None,
 ) -> dict[str, Any]:
     if (strip is None) == (not files):
-        raise ApiError(422, "invalid_request", "send exactly one of 'strip' (one image) or 'files' (digit images)")
+        raise RequestFailed("invalid_request", "send exactly one of 'strip' (one image) or 'files' (digit images)")
     if strip is not None:
         await _single(request, "strip")
         upload = Upload("strip", strip.filename or "", await strip.read())
@@ -114,7 +114,7 @@ async def predict_digit_sum(
     await _single(request, "number")
     if not _INTEGER.fullmatch(number):
         shown = number if len(number) <= 40 else number[:40] + "..."
-        raise ApiError(422, "invalid_number", f"number must be an integer written in digits, got {shown!r}")
+        raise RequestFailed("invalid_number", f"number must be an integer written in digits, got {shown!r}")
     value = int(number)
     pipeline.check_number(value, serving.models, serving.settings)
     upload = Upload("file", file.filename or "", await file.read())

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import ModelsDep, serving_scope
-from app.errors import ApiError
+from app.failures import RequestFailed
 from app.oip import HEADER_LENGTH, ProtocolError, encode_response, parse_request
 from app.registry import Models
 from app.schemas import (
@@ -78,10 +78,10 @@ def _model(name: str, version: str | None, models: Models) -> tuple[OipModel, st
     """The protocol model and its version; 404 for an unknown name or version."""
     model = MODELS.get(name)
     if model is None:
-        raise ApiError(404, "not_found", f"unknown model '{name}'; the models: {', '.join(MODELS)}")
+        raise RequestFailed("not_found", f"unknown model '{name}'; the models: {', '.join(MODELS)}")
     served = models.all()[model.checkpoint].metadata["version"]
     if version is not None and version != served:
-        raise ApiError(404, "not_found", f"model '{name}' has no version '{version}'; it serves version '{served}'")
+        raise RequestFailed("not_found", f"model '{name}' has no version '{version}'; it serves version '{served}'")
     return model, served
 
 
@@ -147,18 +147,13 @@ async def _infer(name: str, version: str | None, request: Request) -> Response:
             parsed = parse_request(body, header) if len(body) <= INLINE_PARSE_BYTES else \
                 await run_in_threadpool(parse_request, body, header)
         except ProtocolError as error:
-            raise ApiError(400, "invalid_tensor", str(error)) from None
+            raise RequestFailed("invalid_tensor", str(error)) from None
         check_inputs(name, model, parsed.inputs)
         names = [spec.name for spec in model.outputs]
         unknown = [n for n in (parsed.outputs or {}) if n not in names]
         if unknown:
-            raise ApiError(400, "invalid_tensor", f"model '{name}' has no output '{unknown[0]}'; its outputs: {', '.join(names)}")
-        try:
-            tensors = await model.run(parsed.inputs, serving, f"/v2/models/{name}/infer")
-        except ApiError as error:
-            if error.status in (415, 422):  # the protocol answers 400 for any input it cannot use
-                raise ApiError(400, error.code, error.detail, error.headers) from None
-            raise
+            raise RequestFailed("invalid_tensor", f"model '{name}' has no output '{unknown[0]}'; its outputs: {', '.join(names)}")
+        tensors = await model.run(parsed.inputs, serving, f"/v2/models/{name}/infer")
     wanted = parsed.outputs if parsed.outputs is not None else {n: parsed.binary_default for n in names}
     by_name = {tensor.name: tensor for tensor in tensors}
     content, json_length = encode_response(name, served, parsed.id, [by_name[n] for n in wanted], wanted)  # in the order asked

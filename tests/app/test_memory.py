@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from app.budget import PixelBudget
-from app.errors import ApiError
+from app.errors import HEADERS, status_of
+from app.failures import RequestFailed
 from app.imaging import MAX_SIDE, decode_image, open_image
 from tests.app.conftest import make_client, png_part
 from tests.app.process import running_service
@@ -57,18 +58,18 @@ def test_a_request_declaring_too_many_pixels_is_refused_before_decoding():
 def test_the_in_flight_budget_turns_requests_away_at_once_and_gives_pixels_back():
     budget = PixelBudget(per_request=100, limit=150)
     with budget.hold(100):
-        with pytest.raises(ApiError) as refused:
+        with pytest.raises(RequestFailed) as refused:
             with budget.hold(60):
                 pass
-        assert refused.value.status == 503 and refused.value.code == "overloaded"
-        assert refused.value.headers == {"Retry-After": "1"}
+        assert status_of(refused.value.code) == 503 and refused.value.code == "overloaded"
+        assert HEADERS[refused.value.code] == {"Retry-After": "1"}
         with budget.hold(50):
             assert budget.in_flight == 150
     assert budget.in_flight == 0
-    with pytest.raises(ApiError) as too_large:
+    with pytest.raises(RequestFailed) as too_large:
         with budget.hold(101):
             pass
-    assert too_large.value.status == 413 and too_large.value.code == "image_too_large"
+    assert status_of(too_large.value.code) == 413 and too_large.value.code == "image_too_large"
     with budget.hold(100):  # one request alone may always use the whole per-request budget
         pass
 
