@@ -24,7 +24,8 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from bench.run import checkouts, hey, make_bodies, one_worker
+from bench.processes import one_worker
+from bench.run import checkouts, hey, make_bodies
 
 # (category, substrings of a frame's "function (file:line)") in the order they are tried on each
 # frame, innermost first.

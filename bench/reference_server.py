@@ -21,7 +21,7 @@ from fastapi import FastAPI, File, HTTPException, UploadFile
 from PIL import Image
 
 from model.checkpoint import load_checkpoint
-from model.preprocess import preprocess_digit, normalise
+from model.preprocess import normalise, preprocess_digit
 
 WEIGHTS = Path(os.environ.get("WEIGHTS_DIR", Path(__file__).resolve().parent.parent / "weights"))
 checkpoint = load_checkpoint(WEIGHTS / "digit.pt")

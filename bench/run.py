@@ -29,13 +29,10 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,15 +40,13 @@ import httpx
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from model.checkpoint import load_checkpoint  # noqa: E402
-from model.devices import usable_cpus  # noqa: E402
-from model.inference import for_inference  # noqa: E402
-from model.preprocess import normalise, preprocess_digit  # noqa: E402
-from tests.imaging import digit_image, encode, make_strip  # noqa: E402
-from training.data import load_split  # noqa: E402
+from bench.processes import ROOT, free_port, rss_mb, server
+from model.checkpoint import load_checkpoint
+from model.devices import usable_cpus
+from model.inference import for_inference
+from model.preprocess import normalise, preprocess_digit
+from training.data import load_split
+from training.strips import digit_image, encode, make_strip
 
 BOUNDARY = "----digitserve-bench"
 
@@ -137,42 +132,6 @@ def make_bodies(data_dir: str | None) -> dict[str, Body]:
     }
 
 
-# --- servers ---------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def server(command: list[str], env: dict[str, str], port: int, cwd: Path = ROOT) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a server process (in ``cwd``) and wait until it answers; stop it (SIGTERM) afterwards."""
-    process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{command} exited with {process.returncode}")
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code in (200, 404):  # the reference has no /readyz
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{command} not ready after 120 s")
-            time.sleep(0.2)
-        yield process
-    finally:
-        os.killpg(process.pid, 15)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-
-
 def checkouts(compare: Path | None) -> list[tuple[str, Path]]:
     """This checkout, and ``compare`` (another checkout, e.g. a worktree of an older commit)
     when given: the code bench.strips and bench.profile measure side by side in one run."""
@@ -180,32 +139,6 @@ def checkouts(compare: Path | None) -> list[tuple[str, Path]]:
     if compare is not None:
         roots.append((str(compare), compare.resolve()))
     return roots
-
-
-@contextmanager
-def one_worker(root: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``python -m app`` from the checkout at ``root``: one worker, on the CPU, quiet logs;
-    yields its URL and process."""
-    port = free_port()
-    env = {"WORKERS": "1", "LOG_LEVEL": "warning", "DEVICE": "cpu", "PORT": str(port), "PYTHONPATH": str(root)}
-    with server([sys.executable, "-m", "app"], env, port, cwd=root) as process:
-        yield f"http://127.0.0.1:{port}", process
-
-
-def rss_mb(root_pid: int) -> float:
-    """Resident memory of a process and its children (uvicorn's workers), in MB."""
-    total, pids = 0.0, [root_pid]
-    children = Path(f"/proc/{root_pid}/task/{root_pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
-        except FileNotFoundError:
-            pass
-    return total
 
 
 # --- load ------------------------------------------------------------------------------------------

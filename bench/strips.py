@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.run import Body, checkouts, measure, multipart, one_worker
-from tests.imaging import encode
+from bench.processes import one_worker
+from bench.run import Body, checkouts, measure, multipart
 from training.data import load_split
 from training.render import DEV_STYLE, render_strip
+from training.strips import encode
 
 
 def photographed_strip(data_dir: str | None) -> Body:

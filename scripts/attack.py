@@ -12,7 +12,7 @@ while one well-behaved client sends a single digit every 50 ms and times each an
 server's RSS is sampled every 0.2 s. After the attack the service idles ``--idle`` seconds and its
 RSS is read again; then it gets SIGTERM under a last burst, and the time to exit is measured.
 
-    python scripts/attack.py --seconds 60 --concurrency 16
+    python -m scripts.attack --seconds 60 --concurrency 16
 
 Printed: statuses by kind, RSS before / peak / after idle, the normal client's latency (p50, p99,
 max) and errors, and the SIGTERM exit time and code. Bounds checked (exit status 1 otherwise):
@@ -28,17 +28,13 @@ import signal
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import httpx
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.run import rss_mb  # noqa: E402
-from tests.app.process import running_service  # noqa: E402
-from tests.imaging import digit_image, encode  # noqa: E402
-from training.data import load_split  # noqa: E402
+from bench.processes import rss_mb, running_service
+from training.data import load_split
+from training.strips import digit_image, encode
 
 
 def white_png(width: int, height: int) -> bytes:

@@ -132,10 +132,10 @@ echo "runs as: $user"
 [ "$user" = "digitserve" ] || { echo "FAIL: the server runs as $user"; exit 1; }
 
 log "requests to every endpoint"
-MNIST_DATA_DIR="$MNIST_DATA_DIR" "$PY" scripts/smoke_requests.py "http://127.0.0.1:$PUBLISHED_PORT"
+MNIST_DATA_DIR="$MNIST_DATA_DIR" "$PY" -m scripts.smoke_requests "http://127.0.0.1:$PUBLISHED_PORT"
 
 log "memory attack at concurrency 16 for 20 s (limit $(docker inspect --format '{{.HostConfig.Memory}}' digitserve-smoke-digitserve-1) bytes)"
-MNIST_DATA_DIR="$MNIST_DATA_DIR" "$PY" scripts/attack.py --url "http://127.0.0.1:$PUBLISHED_PORT" --seconds 20 --concurrency 16
+MNIST_DATA_DIR="$MNIST_DATA_DIR" "$PY" -m scripts.attack --url "http://127.0.0.1:$PUBLISHED_PORT" --seconds 20 --concurrency 16
 oom=$(docker inspect --format '{{.State.OOMKilled}}' digitserve-smoke-digitserve-1)
 restarts=$(docker inspect --format '{{.RestartCount}}' digitserve-smoke-digitserve-1)
 echo "after the attack: OOMKilled=$oom, restarts=$restarts"

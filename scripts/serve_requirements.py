@@ -2,7 +2,7 @@
 the ``serve`` extra, without torch (the Dockerfile installs torch first, from the index and at the
 version its build arguments name, so that the CPU build is used, not PyPI's CUDA one).
 
-    python scripts/serve_requirements.py > requirements.txt
+    python -m scripts.serve_requirements > requirements.txt
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Send real MNIST test digits to every endpoint of a running service and check the answers.
 
-    python scripts/smoke_requests.py http://127.0.0.1:8000
+    python -m scripts.smoke_requests http://127.0.0.1:8000
 
 Used by scripts/docker-smoke.sh against the container; exits non-zero on the first wrong answer.
 """
@@ -10,15 +10,12 @@ from __future__ import annotations
 import json
 import struct
 import sys
-from pathlib import Path
 
 import httpx
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.imaging import digit_image, encode, make_strip  # noqa: E402
-from training.data import FASHION_MNIST, load_split  # noqa: E402
+from training.data import FASHION_MNIST, load_split
+from training.strips import digit_image, encode, make_strip
 
 
 def check(condition: bool, message: str) -> None:

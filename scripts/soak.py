@@ -5,7 +5,7 @@ Starts ``python -m app`` on a free port, drives it from this process over 127.0.
 digit sums built from MNIST test digits), samples the server's RSS every second, and prints a
 table per 30-second window plus a verdict:
 
-    python scripts/soak.py --seconds 300 --concurrency 32
+    python -m scripts.soak --seconds 300 --concurrency 32
 
 Bounds checked: no errors; RSS after the first window grows by at most --rss-bound-mb; the last
 window's p99 is at most twice the first's.
@@ -25,11 +25,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.app.process import running_service  # noqa: E402
-from tests.imaging import digit_image, encode, make_strip  # noqa: E402
-from training.data import load_split  # noqa: E402
+from bench.processes import running_service
+from training.data import load_split
+from training.strips import digit_image, encode, make_strip
 
 WINDOW = 30.0
 

@@ -4,7 +4,7 @@ Each strip: 3-30 test digits, black ink on white, 40-140 px tall, gaps between d
 uniformly from 0 to 1/3 of a digit's width (training/strips.make_strip). It is uploaded as PNG to
 POST /predict/sequence and the answer compared with the truth:
 
-    python scripts/strip_accuracy.py --data-dir ../shared/data/mnist --count 1000
+    python -m scripts.strip_accuracy --data-dir ../shared/data/mnist --count 1000
 
 Lengths are drawn uniformly from 3..30 (``--lengths uniform``, the harder case: 16.5 digits on
 average) or as in the study, N(10, 3) clipped to 3..30 (``--lengths study``).
@@ -14,7 +14,7 @@ paper, punctuation and lines that are not digits, touching digits, JPEG), with t
 generator's settings (``--style train``) or the held-out dev settings whose paper and marks
 training never draws (``--style dev``); their lengths are amounts (1-8 digits) and 3-30:
 
-    python scripts/strip_accuracy.py --condition cheque --style dev --count 500
+    python -m scripts.strip_accuracy --condition cheque --style dev --count 500
 
 Beside the service's figures it prints a ceiling: the strips whose every digit the digit model
 reads right as the clean 28x28 test image: what cutting the strip perfectly and reading each digit
@@ -35,17 +35,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fastapi.testclient import TestClient
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from app.main import create_app
+from app.settings import Settings
 from model.checkpoint import load_checkpoint
 from model.preprocess import normalise, preprocess_digits
-from tests.app.conftest import make_client, png_part
-from tests.imaging import make_strip
 from training.data import load_split
 from training.engine import predict_logits
 from training.line_reader import edit_distance
 from training.render import CONDITIONS, DEV_STYLE, TRAIN_STYLE, render_set
+from training.strips import encode, make_strip
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
@@ -109,9 +109,9 @@ def main() -> int:
             strips.append((strip.image, strip.labels))
         ceiling_known = True
     edits = 0
-    with make_client() as client:
+    with TestClient(create_app(Settings(device="cpu"))) as client:
         for image, labels in strips:
-            response = client.post("/predict/sequence", files=[png_part("strip", image, name="strip.png")])
+            response = client.post("/predict/sequence", files=[("strip", ("strip.png", encode(image), "image/png"))])
             if response.status_code == 422:  # read as holding no digit: every digit missed
                 read, contains_4 = [], False
             elif response.status_code != 200:

@@ -10,7 +10,7 @@ the epoch kept is chosen, use its held-out part; the test figures use the test s
   ``DEV_STYLE``, whose paper patterns and marks training never draws (how well reading carries
   over to paper and punctuation it has not seen);
 - MNIST-made strips (``training.strips.make_strip``) of lengths uniform over 3-30 and N(10, 3),
-  the figures ``scripts/strip_accuracy.py`` measures through the service.
+  the figures ``scripts.strip_accuracy`` measures through the service.
 
 An "epoch" is ``STEPS_PER_EPOCH`` batches of fresh strips.
 """

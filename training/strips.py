@@ -1,11 +1,13 @@
-"""Strips of handwritten digits rendered the way users write numbers: one scale for the row,
-uneven gaps, touching digits: the plain, black-on-white strips of the acceptance tests. The line
-reader trains on them among its rendered strips (``training.render``), and the tests and
-``scripts/strip_accuracy.py`` measure strip reading on them, with test digits.
+"""MNIST digits as users upload them: one digit as an image of any size and polarity
+(``digit_image``, ``encode``), and strips rendered the way users write numbers: one scale for
+the row, uneven gaps, touching digits: the plain, black-on-white strips of the acceptance tests.
+The line reader trains on these strips among its rendered ones (``training.render``); the tests,
+the benchmark and ``scripts.strip_accuracy`` make their uploads here, from test digits.
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,3 +54,24 @@ def make_strip(digits: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
         x += crop.width
     array = 255 - canvas if black_on_white else canvas
     return Strip(Image.fromarray(array), [int(v) for v in labels], columns)
+
+
+def digit_image(raw: np.ndarray, *, size: int | None = None, black_on_white: bool = False, pad: int = 0,
+                mode: str = "L") -> Image.Image:
+    """An MNIST digit (28x28 uint8, white on black) as a PIL image, optionally resized to ``size``
+    pixels square, inverted to black ink on white paper, padded, or converted (RGB, RGBA...)."""
+    array = 255 - raw if black_on_white else raw
+    image = Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8), mode="L")
+    if size:
+        image = image.resize((size, size), Image.Resampling.BICUBIC)
+    if pad:
+        canvas = Image.new("L", (image.width + 2 * pad, image.height + 2 * pad), 255 if black_on_white else 0)
+        canvas.paste(image, (pad, pad))
+        image = canvas
+    return image.convert(mode) if mode != "L" else image
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **params: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from tests.imaging import encode
+from training.strips import encode
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.app.conftest import correct_indices, make_client, png_part
-from tests.imaging import digit_image, encode
+from training.strips import digit_image, encode
 
 MINUTE_MS = 60_000
 OVERLOADED = {"detail": "the service is at capacity; retry shortly", "code": "overloaded"}

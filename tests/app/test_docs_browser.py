@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.app.process import running_service
+from bench.processes import running_service
 
 
 @pytest.fixture(scope="module")

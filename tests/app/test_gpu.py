@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.app.conftest import png_part
-from tests.imaging import digit_image
+from training.strips import digit_image
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.app.conftest import correct_indices
-from tests.imaging import digit_image, encode
+from training.strips import digit_image, encode
 
 UNSUPPORTED = "is not an image in a supported format (PNG, JPEG, BMP, GIF, WEBP, TIFF)"
 

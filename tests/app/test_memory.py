@@ -16,9 +16,9 @@ from app.budget import PixelBudget
 from app.errors import HEADERS, status_of
 from app.failures import RequestFailed
 from app.imaging import MAX_SIDE, decode_image, open_image
+from bench.processes import running_service
 from tests.app.conftest import make_client, png_part
-from tests.app.process import running_service
-from tests.imaging import digit_image, encode
+from training.strips import digit_image, encode
 
 
 def _white_png(width: int, height: int) -> bytes:

@@ -14,13 +14,13 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from kserve import InferInput, InferRequest, InferenceRESTClient, RESTConfig
+from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 from tritonclient.utils import InferenceServerException
 
+from bench.processes import running_service
 from model.preprocess import normalise, preprocess_digits
 from tests.app.conftest import correct_indices, make_client, png_part
-from tests.app.process import running_service
-from tests.imaging import digit_image, encode, make_strip
+from training.strips import digit_image, encode, make_strip
 
 COUNT = 12
 

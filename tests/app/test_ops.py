@@ -22,7 +22,7 @@ from model.checkpoint import (
 )
 from tests.app.conftest import make_client, png_part
 from tests.conftest import ROOT, WEIGHTS
-from tests.imaging import digit_image
+from training.strips import digit_image
 
 
 def test_health_and_readiness(client):

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from bench.processes import running_service
 from tests.app.conftest import correct_indices
-from tests.app.process import running_service
-from tests.imaging import encode, make_strip
+from training.strips import encode, make_strip
 
 SCALE = 10  # canvas pixels per MNIST pixel: the 280-pixel pad holds a 28-pixel digit
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.app.conftest import correct_indices, png_part
-from tests.imaging import digit_image
+from training.strips import digit_image
 
 
 @pytest.fixture(scope="module")

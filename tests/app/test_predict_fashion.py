@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from tests.app.conftest import png_part
-from tests.imaging import digit_image, encode
 from training.data import FASHION_MNIST, preprocess_split
+from training.strips import digit_image, encode
 
 CLASSES = list(FASHION_MNIST.labels)
 

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from tests.app.conftest import correct_indices, make_client, png_part
-from tests.imaging import digit_image, make_strip
 from training.render import DEV_STYLE, render_set
+from training.strips import digit_image, make_strip
 
 
 @pytest.fixture(scope="module")

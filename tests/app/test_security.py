@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from tests.app.conftest import make_client, png_part
-from tests.imaging import digit_image
+from training.strips import digit_image
 
 KEY = "s3cret-key-for-tests"
 UNAUTHORIZED = {"code": "unauthorized",
@@ -83,8 +83,8 @@ def test_a_body_trickled_slowly_is_cut_off_and_others_are_still_served(mnist_tes
 
     import httpx
 
-    from tests.app.process import running_service
-    from tests.imaging import digit_image, encode
+    from bench.processes import running_service
+    from training.strips import digit_image, encode
 
     with running_service(BODY_TIMEOUT_SECONDS="1.5") as service:
         address = urlparse(service.url)

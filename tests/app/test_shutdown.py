@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import httpx
 
-from tests.app.process import running_service
-from tests.imaging import digit_image, encode
+from bench.processes import running_service
+from training.strips import digit_image, encode
 
 
 def test_sigterm_drains_and_exits_zero(mnist_test):

@@ -60,8 +60,8 @@ def test_every_worker_logs_and_sigterm_stops_them_all_cleanly(mnist_test):
 
     import httpx
 
-    from tests.app.process import running_service
-    from tests.imaging import digit_image, encode
+    from bench.processes import running_service
+    from training.strips import digit_image, encode
 
     with running_service(WORKERS="2") as service:
         service.read_until("ready: 5 models")
@@ -86,8 +86,8 @@ def test_a_killed_worker_is_replaced_and_only_its_requests_are_lost(mnist_test):
 
     import httpx
 
-    from tests.app.process import running_service
-    from tests.imaging import digit_image, encode
+    from bench.processes import running_service
+    from training.strips import digit_image, encode
 
     upload = {"files": ("d.png", encode(digit_image(mnist_test.images[0])), "image/png")}
     with running_service(WORKERS="2") as service:

@@ -102,7 +102,7 @@ def test_garment_serving_form_matches_the_network(fashion_test) -> None:
 def test_line_reader_serving_form_reads_as_the_checkpoint_does(mnist_test, line_reader_checkpoint: Checkpoint) -> None:
     """The compiled convolutions (BatchNorm folded, channels-last) change no reading, at any width."""
     from model.line import read_lines, strip_to_line
-    from tests.imaging import make_strip
+    from training.strips import make_strip
 
     rng = np.random.default_rng(4)
     lines = []

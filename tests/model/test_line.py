@@ -10,7 +10,7 @@ from PIL import Image
 
 from model.line import BLANK_CLASS, DEFAULT_LINE, batch_lines, decode, read_lines, steps_for, strip_to_line
 from model.preprocess import NoInkError
-from tests.imaging import make_strip
+from training.strips import make_strip
 
 
 def test_a_strip_becomes_a_line_of_the_readers_height_in_either_polarity(mnist_test):

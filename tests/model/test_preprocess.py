@@ -11,7 +11,7 @@ from PIL import Image
 
 from model.checkpoint import Checkpoint
 from model.preprocess import NoInkError, normalise, preprocess_digit, preprocess_digits, to_gray
-from tests.imaging import digit_image, encode
+from training.strips import digit_image, encode
 
 
 def _predict(checkpoint: Checkpoint, arrays: np.ndarray) -> np.ndarray:

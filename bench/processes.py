@@ -1,4 +1,5 @@
-"""Run the service as a real process, the way ``make serve`` does (``python -m app``)."""
+"""Servers as real processes on loopback: the service as ``make serve`` starts it
+(``python -m app``), or any server command; shared by the tests, the benchmark and the scripts."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from tests.conftest import ROOT
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Service:
@@ -76,3 +81,57 @@ def running_service(**env: str) -> Iterator[Service]:
         except ProcessLookupError:
             pass
         process.wait(timeout=30)
+
+
+@contextmanager
+def server(command: list[str], env: dict[str, str], port: int, cwd: Path = ROOT) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server process (in ``cwd``) and wait until it answers; stop it (SIGTERM) afterwards."""
+    process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{command} exited with {process.returncode}")
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code in (200, 404):  # the reference has no /readyz
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{command} not ready after 120 s")
+            time.sleep(0.2)
+        yield process
+    finally:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+
+
+@contextmanager
+def one_worker(root: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``python -m app`` from the checkout at ``root``: one worker, on the CPU, quiet logs;
+    yields its URL and process."""
+    port = free_port()
+    env = {"WORKERS": "1", "LOG_LEVEL": "warning", "DEVICE": "cpu", "PORT": str(port), "PYTHONPATH": str(root)}
+    with server([sys.executable, "-m", "app"], env, port, cwd=root) as process:
+        yield f"http://127.0.0.1:{port}", process
+
+
+def rss_mb(root_pid: int) -> float:
+    """Resident memory of a process and its children (uvicorn's workers), in MB."""
+    total, pids = 0.0, [root_pid]
+    children = Path(f"/proc/{root_pid}/task/{root_pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        except FileNotFoundError:
+            pass
+    return total
