@@ -58,6 +58,52 @@ class AffineAugment:
 
 
 @dataclass(frozen=True)
+class WritingAugment:
+    """How other pens, scanners and screens write a digit, then ``AffineAugment``'s pose.
+
+    MNIST strokes are thin, grey-edged and drawn at about 20 pixels; people send thick felt-pen
+    and paint-program strokes, 16x16 binary scans, thumbnails. Per image, independently: the
+    stroke thickened (a 3x3 or 5x5 maximum, blended by a random weight) or thinned (a 3x3 minimum),
+    the digit reduced to 8-16 pixels and enlarged again (detail lost as in a low-resolution scan),
+    and the ink thresholded to black and white (a binary scan). Each runs on the ink in [0, 1]
+    (the normalised input undone and redone with ``mean`` and ``std``), batched.
+    """
+
+    thicken: float = 0.35  # share of images whose strokes get thicker
+    thin: float = 0.1  # share whose strokes get thinner (among those not thickened)
+    low_resolution: float = 0.2
+    binary: float = 0.2
+    mean: float = 0.1307
+    std: float = 0.3081
+    affine: AffineAugment = AffineAugment()
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        n, _, height, width = images.shape
+        device = images.device
+
+        def chosen(share: float) -> torch.Tensor:
+            return (torch.rand(n, generator=generator) < share).to(device).view(n, 1, 1, 1)
+
+        def weight() -> torch.Tensor:
+            return torch.rand(n, generator=generator).to(device, images.dtype).view(n, 1, 1, 1)
+
+        ink = images * self.std + self.mean
+        wide = torch.rand(n, generator=generator).to(device).view(n, 1, 1, 1) < 0.3
+        dilated = torch.where(wide, F.max_pool2d(ink, 5, 1, 2), F.max_pool2d(ink, 3, 1, 1))
+        thick = chosen(self.thicken)
+        ink = torch.where(thick, ink + weight().add(0.5).clamp(max=1) * (dilated - ink), ink)
+        eroded = -F.max_pool2d(-ink, 3, 1, 1)
+        ink = torch.where(chosen(self.thin) & ~thick, ink + weight() * (eroded - ink), ink)
+
+        side = int(torch.randint(8, 17, (1,), generator=generator))  # one size per batch: one resize call
+        low = F.interpolate(F.interpolate(ink, size=(side * height // 20, side * width // 20), mode="area"),
+                            size=(height, width), mode="bilinear", align_corners=False)
+        ink = torch.where(chosen(self.low_resolution), low, ink)
+        ink = torch.where(chosen(self.binary), (ink > 0.4).to(ink.dtype), ink)
+        return self.affine((ink - self.mean) / self.std, generator)
+
+
+@dataclass(frozen=True)
 class GarmentAugment:
     """Fashion-MNIST augmentation, batched: a left-right mirror (garments, shoes and bags are
     as plausible mirrored; digits are not), a shift of a pixel or two and a slight rescale (the

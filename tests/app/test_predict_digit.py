@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from tests.app.conftest import correct_indices, make_client, png_part
-from tests.imaging import digit_image, encode
+from training.strips import digit_image, encode
 
 FORMATS = [("PNG", "image/png", {}), ("JPEG", "image/jpeg", {"quality": 95}), ("BMP", "image/bmp", {}),
            ("GIF", "image/gif", {}), ("WEBP", "image/webp", {"lossless": True}), ("TIFF", "image/tiff", {})]
@@ -22,12 +22,12 @@ def _labels(response) -> list[int]:
     return [p["label"] for p in response.json()["predictions"]]
 
 
-def test_one_digit_exact_body(client, mnist_test, known):
+def test_one_digit_exact_body(client, mnist_test, known, digit_checkpoint):
     index = known[0]
     response = client.post("/predict/digit", files=[png_part("files", digit_image(mnist_test.images[index]))])
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"model", "predictions"} and body["model"] == "digit:1.0.0"
+    assert set(body) == {"model", "predictions"} and body["model"] == f"digit:{digit_checkpoint.metadata['version']}"
     (prediction,) = body["predictions"]
     assert set(prediction) == {"label", "probability", "probabilities"}
     assert prediction["label"] == mnist_test.labels[index]

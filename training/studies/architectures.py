@@ -217,7 +217,7 @@ def run_table(table: Table, options: StudyOptions, stored: dict[str, Any] | None
     test = DigitData.from_split(load_split("test", data_dir, table.dataset), config=config)
     epochs = options.epochs or table.epochs
     table = replace(table, epochs=epochs)
-    chosen = options.models or MODELS
+    chosen = options.models or MODELS  # "ours" alone: re-score the served checkpoint, retrain nothing
     previous = {row.get("key"): row for row in (stored or {}).get("rows", [])}
     missing = [key for key in MODELS if key not in chosen and key not in previous]
     if missing:

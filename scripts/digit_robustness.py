@@ -1,0 +1,87 @@
+"""How the digit model reads single digits written and scanned unlike MNIST: thick pens, 16x16
+binary scans, small grey postal crops, paint-program strokes, thumbnails. Each kind is rendered
+from MNIST *test* digits (no other data set is used, for training or here), sent through the
+service's preprocessing (``model.preprocess.preprocess_digits``) and read by the checkpoint:
+
+    python -m scripts.digit_robustness --data-dir ../shared/data/mnist --count 3000 \\
+        --checkpoint weights/digit.pt [--checkpoint other.pt ...]
+
+A digit is cropped to its ink, scaled so its longer side fills the target size (aspect kept),
+optionally thickened (a 3x3 maximum at that size) and thresholded, and sent black on white.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+from model.checkpoint import load_checkpoint
+from model.preprocess import normalise, preprocess_digits
+from training.data import load_split
+
+
+@dataclass(frozen=True)
+class Kind:
+    size: int  # pixels of the square image
+    thick: bool  # strokes thickened by a 3x3 maximum at that size
+    binary: bool  # thresholded to black and white
+
+
+KINDS = {
+    "16x16 binary scan, thick pen": Kind(16, True, True),
+    "16x16 binary scan": Kind(16, False, True),
+    "16x16 grey (postal)": Kind(16, False, False),
+    "32x32 paint program, thick": Kind(32, True, True),
+    "10x10 grey thumbnail": Kind(10, False, False),
+}
+
+
+def render(raw: np.ndarray, kind: Kind) -> np.ndarray:
+    """An MNIST digit (white on black, uint8) -> grayscale in [0, 1], black ink on white."""
+    rows, cols = np.flatnonzero(raw.max(1) > 30), np.flatnonzero(raw.max(0) > 30)
+    crop = Image.fromarray(raw[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+    scale = kind.size / max(crop.size)
+    width, height = max(1, round(crop.width * scale)), max(1, round(crop.height * scale))
+    canvas = Image.new("L", (kind.size, kind.size))
+    canvas.paste(crop.resize((width, height), Image.Resampling.BILINEAR), ((kind.size - width) // 2, (kind.size - height) // 2))
+    if kind.thick:
+        canvas = canvas.filter(ImageFilter.MaxFilter(3))
+    ink = np.asarray(canvas, dtype=np.float32) / 255
+    if kind.binary:
+        ink = (ink > 0.4).astype(np.float32)
+    return 1 - ink
+
+
+def accuracy(checkpoint: Path, images: np.ndarray, labels: np.ndarray, kind: Kind) -> float:
+    model = load_checkpoint(checkpoint).model.eval()
+    inputs = normalise(preprocess_digits([render(image, kind) for image in images]))
+    with torch.inference_mode():
+        predicted = torch.cat([model(inputs[i : i + 1000]).argmax(1) for i in range(0, len(inputs), 1000)])
+    return float((predicted.numpy() == labels).mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir")
+    parser.add_argument("--count", type=int, default=3000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", type=Path, action="append", default=None)
+    args = parser.parse_args()
+    checkpoints = args.checkpoint or [Path("weights/digit.pt")]
+    test = load_split("test", args.data_dir)
+    chosen = np.random.default_rng(args.seed).choice(len(test.labels), args.count, replace=False)
+    images, labels = test.images[chosen], test.labels[chosen]
+    print("| kind | " + " | ".join(str(c) for c in checkpoints) + " |")
+    print("| --- |" + " ---: |" * len(checkpoints))
+    for name, kind in KINDS.items():
+        figures = [accuracy(c, images, labels, kind) for c in checkpoints]
+        print(f"| {name} | " + " | ".join(f"{100 * f:.2f}%" for f in figures) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
