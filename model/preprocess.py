@@ -26,7 +26,6 @@ import torch
 from PIL import Image
 
 
-
 class NoInkError(ValueError):
     """The image holds no ink that could be a digit (blank, uniform, or pure noise). ``index``:
     which image of a batch (``preprocess_digits``)."""
