@@ -1,4 +1,5 @@
-"""Uploaded bytes -> a decoded, upright PIL image no larger than the models need, or a clear 4xx.
+"""Uploaded bytes -> a decoded, upright PIL image no larger than the models need, or a clear 4xx;
+and the steps every handler's uploads share (``Upload``, ``open_uploads``, ``decode_singles``).
 
 Only the formats the API documents are opened; the pixel count is read from the header before
 any pixel is decoded (a 30,000 x 30,000 PNG compresses to kilobytes), so the request and
@@ -14,11 +15,20 @@ copies made by preprocessing are of the reduced image.
 from __future__ import annotations
 
 import io
+import time
 import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.failures import RequestFailed
+from app.settings import Settings
+from model.preprocess import NoInkError, PreprocessConfig, preprocess_digits
+
+if TYPE_CHECKING:
+    from app.deps import Serving
 
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 # The longest side an image is decoded at: a digit or a garment needs far less (28 pixels), a
@@ -80,3 +90,57 @@ def decode_image(image: Image.Image, name: str, max_side: int = MAX_SIDE["digit"
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
         raise RequestFailed("corrupt_image", f"{name} could not be decoded: {error}") from None
     return image
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file: its form field (or tensor name), client-side file name and bytes."""
+
+    field: str
+    filename: str
+    data: bytes
+
+    @property
+    def label(self) -> str:
+        return f"{self.field} '{self.filename}'" if self.filename else self.field
+
+
+# Uploads to decode, or [N, 28, 28] arrays in [0, 1] that a client preprocessed itself (the Open
+# Inference Protocol's FP32 ``pixels``).
+Images = list[Upload] | np.ndarray
+
+
+
+
+def open_uploads(uploads: Images, settings: Settings) -> list[Image.Image]:
+    if isinstance(uploads, np.ndarray):
+        return []
+    return [open_image(upload.data, upload.label, settings.max_image_pixels) for upload in uploads]
+
+
+def stop_if_abandoned(serving: Serving) -> None:
+    """Between images: a request past its deadline, or whose client has gone away, stops
+    decoding; it never reaches the model."""
+    if serving.disconnected.is_set():
+        raise RequestFailed("client_disconnected", "the client closed the connection before the answer")
+    if time.monotonic() > serving.deadline:
+        raise RequestFailed("deadline_exceeded", "the request waited longer than the service's deadline; retry shortly")
+
+
+def decode_singles(uploads: Images, opened: list[Image.Image], config: PreprocessConfig, blank_code: str,
+                   serving: Serving) -> np.ndarray:
+    """Images of one thing each -> their [N, 28, 28] arrays, preprocessed together;
+    ``blank_code`` names the failure for the first image where nothing stands out from the
+    background. Arrays a client preprocessed are already that."""
+    if isinstance(uploads, np.ndarray):
+        stop_if_abandoned(serving)
+        return uploads
+    images = []
+    for upload, image in zip(uploads, opened, strict=True):
+        stop_if_abandoned(serving)
+        images.append(decode_image(image, upload.label))
+    stop_if_abandoned(serving)
+    try:
+        return preprocess_digits(images, config)
+    except NoInkError as error:
+        raise RequestFailed(blank_code, f"{uploads[error.index or 0].label}: {error}") from None

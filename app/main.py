@@ -8,7 +8,7 @@ prediction routes consult.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import tuning
 from app.budget import PixelBudget
+from app.catalog import CATALOG, ModelSpec
 from app.engine import Engine
 from app.errors import install_error_handlers
 from app.middleware import Admission, Readiness, RequestObserver
@@ -50,15 +51,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     settings: Settings = app.state.settings
     readiness: Readiness = app.state.readiness
     try:
-        loaded = await run_in_threadpool(load_models, settings.weights_dir, settings.device)
+        loaded = await run_in_threadpool(load_models, settings.weights_dir, settings.device, app.state.catalog)
     except (CheckpointError, RuntimeError) as error:
         log.critical("refusing to start: %s", error)
         raise
-    engine = Engine(loaded, settings, app.state.metrics)
+    engine = Engine(loaded, [spec.handler for spec in loaded.catalog.values()], settings, app.state.metrics)
     engine.start()
     tuning.freeze_startup_objects()
     readiness.ready = True
-    log.info("ready: %d models on %s, torch threads %d (%d for batches of %d+ images), batching %s", len(loaded.all()),
+    log.info("ready: %d models on %s, torch threads %d (%d for batches of %d+ images), batching %s", len(loaded.checkpoints),
              loaded.device, engine.threads.small, engine.threads.large, tuning.LARGE_BATCH,
              f"up to {settings.batch_max_size} images / {settings.batch_max_wait_ms} ms" if settings.batching else "off")
     try:
@@ -71,7 +72,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         tuning.thaw()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, catalog: Mapping[str, ModelSpec] = CATALOG) -> FastAPI:
+    """The app serving ``catalog``'s models (every model of the service unless told otherwise)."""
     settings = settings or Settings()
     app = FastAPIOffline(
         title="digitserve",
@@ -81,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         favicon_url=None,
     )
     app.state.settings = settings
+    app.state.catalog = catalog
     app.state.readiness = Readiness()
     app.state.metrics = Metrics()
     install_error_handlers(app)

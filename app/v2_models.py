@@ -1,6 +1,6 @@
 """The served models as Open Inference Protocol models: the tensors each takes and gives, and how a
-request's tensors become the same pipeline calls as the upload routes make (same decoding,
-limits, batching and metrics).
+request's tensors go through the same handlers as the upload routes (same decoding, limits,
+batching and metrics).
 
 Images come one of two ways, one per request: encoded (``BYTES``, one PNG/JPEG/... per element,
 decoded and preprocessed as uploads are) or already preprocessed (``FP32`` ``[-1, 1, 28, 28]``,
@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from app import pipeline
 from app.deps import Serving
 from app.failures import RequestFailed
+from app.handlers import Images, Upload
+from app.handlers.digit_sum import check_number
 from app.oip import Tensor
-from app.pipeline import Upload
 from model.preprocess import PreprocessConfig
 
 CANVAS = 28
@@ -55,8 +55,8 @@ def _bad(message: str) -> RequestFailed:
     return RequestFailed("invalid_tensor", message)
 
 
-def _images(tensors: dict[str, Tensor], serving: Serving, config: PreprocessConfig) -> pipeline.Images:
-    """The request's ``image`` (encoded) or ``pixels`` (preprocessed) input, as the pipeline takes it."""
+def _images(tensors: dict[str, Tensor], serving: Serving, config: PreprocessConfig) -> Images:
+    """The request's ``image`` (encoded) or ``pixels`` (preprocessed) input, as the handlers take it."""
     limit = serving.settings.max_images
     if "image" in tensors:
         data = tensors["image"].data
@@ -72,15 +72,13 @@ def _images(tensors: dict[str, Tensor], serving: Serving, config: PreprocessConf
 
 
 async def _classify(tensors: dict[str, Tensor], serving: Serving, endpoint: str, garments: bool) -> list[Tensor]:
-    models = serving.models
-    config = models.fashion.preprocess if garments else models.preprocess
-    images = _images(tensors, serving, config)
+    name = "fashion" if garments else "digit"
+    images = _images(tensors, serving, serving.models[name].preprocess)
+    answer = await serving.engine.run(name, images, serving, endpoint)
     if garments:
-        answer = await pipeline.predict_garments(images, serving, endpoint)
         labels = [p["index"] for p in answer["predictions"]]
         probabilities = [list(p["probabilities"].values()) for p in answer["predictions"]]
     else:
-        answer = await pipeline.predict_digits(images, serving, endpoint)
         labels = [p["label"] for p in answer["predictions"]]
         probabilities = [p["probabilities"] for p in answer["predictions"]]
     return [Tensor("label", "INT64", np.array(labels, dtype=np.int64)),
@@ -96,13 +94,13 @@ async def _garments(tensors: dict[str, Tensor], serving: Serving, endpoint: str)
 
 
 async def _digit_sum(tensors: dict[str, Tensor], serving: Serving, endpoint: str) -> list[Tensor]:
-    images = _images(tensors, serving, serving.models.preprocess)
+    images = _images(tensors, serving, serving.models["digit_sum"].preprocess)
     numbers = tensors["number"].data
     if len(numbers) != len(images):
         raise _bad(f"input 'number': {len(numbers)} integers for {len(images)} images; send one per image")
     for number in numbers.tolist():
-        pipeline.check_number(number, serving.models, serving.settings)
-    answers = await asyncio.gather(*(pipeline.predict_sum(images[i], int(numbers[i]), serving, endpoint)
+        check_number(number, serving.models, serving.settings)
+    answers = await asyncio.gather(*(serving.engine.run("digit_sum", (images[i], int(numbers[i])), serving, endpoint)
                                      for i in range(len(numbers))))
     return [Tensor("digit", "INT64", np.array([a["digit"] for a in answers], dtype=np.int64)),
             Tensor("probability", "FP32", np.array([a["probability"] for a in answers], dtype=np.float32)),
@@ -114,9 +112,10 @@ async def _sequence(tensors: dict[str, Tensor], serving: Serving, endpoint: str)
         strips = tensors["strip"].data
         if len(strips) != 1:
             raise _bad(f"input 'strip': {len(strips)} images; a request reads one strip (shape [1])")
-        answer = await pipeline.predict_sequence([], Upload("strip", "", bytes(strips[0])), serving, endpoint)
+        answer = await serving.engine.run("strip", Upload("strip", "", bytes(strips[0])), serving, endpoint)
     else:
-        answer = await pipeline.predict_sequence(_images(tensors, serving, serving.models.preprocess), None, serving, endpoint)
+        images = _images(tensors, serving, serving.models["sequence"].preprocess)
+        answer = await serving.engine.run("sequence", images, serving, endpoint)
     digits = answer["digits"]
     return [Tensor("contains_4", "BOOL", np.array([answer["contains_4"]], dtype=np.bool_)),
             Tensor("probability", "FP32", np.array([answer["probability"]], dtype=np.float32)),

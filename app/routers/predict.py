@@ -1,7 +1,7 @@
 """The prediction endpoints: multipart uploads in, JSON out.
 
-The handlers only read the form and check its shape; ``pipeline`` decodes and preprocesses in
-the thread pool and hands the arrays to the engine, which batches concurrent requests.
+The routes only read the form and check its shape; the engine runs the endpoint's handler
+(``app/handlers/``: decode, predict, encode), batching concurrent requests.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
-from app import pipeline
 from app.deps import ServingDep
 from app.failures import RequestFailed
-from app.pipeline import Upload
+from app.handlers import Upload
+from app.handlers.digit_sum import check_number
 from app.schemas import (
     DigitResponse,
     Error,
@@ -62,7 +62,7 @@ async def predict_digit(
     serving: ServingDep,
 ) -> dict[str, Any]:
     uploads = await _read(files, "files", serving.settings)
-    return await pipeline.predict_digits(uploads, serving)
+    return await serving.engine.run("digit", uploads, serving, "/predict/digit")
 
 
 @router.post("/fashion", response_model=GarmentResponse, responses=ERRORS,
@@ -77,7 +77,7 @@ async def predict_fashion(
     serving: ServingDep,
 ) -> dict[str, Any]:
     uploads = await _read(files, "files", serving.settings)
-    return await pipeline.predict_garments(uploads, serving)
+    return await serving.engine.run("fashion", uploads, serving, "/predict/fashion")
 
 
 @router.post("/sequence", response_model=SequenceResponse, response_model_exclude_none=True, responses=ERRORS,
@@ -98,9 +98,9 @@ async def predict_sequence(
     if strip is not None:
         await _single(request, "strip")
         upload = Upload("strip", strip.filename or "", await strip.read())
-        return await pipeline.predict_sequence([], upload, serving)
+        return await serving.engine.run("strip", upload, serving, "/predict/sequence")
     uploads = await _read(files or [], "files", serving.settings)
-    return await pipeline.predict_sequence(uploads, None, serving)
+    return await serving.engine.run("sequence", uploads, serving, "/predict/sequence")
 
 
 @router.post("/digit-sum", response_model=SumResponse, responses=ERRORS, summary="Read a digit and add an integer to it")
@@ -116,6 +116,6 @@ async def predict_digit_sum(
         shown = number if len(number) <= 40 else number[:40] + "..."
         raise RequestFailed("invalid_number", f"number must be an integer written in digits, got {shown!r}")
     value = int(number)
-    pipeline.check_number(value, serving.models, serving.settings)
+    check_number(value, serving.models, serving.settings)
     upload = Upload("file", file.filename or "", await file.read())
-    return await pipeline.predict_sum(upload, value, serving)
+    return await serving.engine.run("digit_sum", (upload, value), serving, "/predict/digit-sum")

@@ -79,7 +79,7 @@ def _model(name: str, version: str | None, models: Models) -> tuple[OipModel, st
     model = MODELS.get(name)
     if model is None:
         raise RequestFailed("not_found", f"unknown model '{name}'; the models: {', '.join(MODELS)}")
-    served = models.all()[model.checkpoint].metadata["version"]
+    served = models[model.checkpoint].metadata["version"]
     if version is not None and version != served:
         raise RequestFailed("not_found", f"model '{name}' has no version '{version}'; it serves version '{served}'")
     return model, served
@@ -106,8 +106,8 @@ async def server_ready(request: Request, response: Response) -> OipReady:
 
 async def _metadata(name: str, version: str | None, models: Models) -> OipModelMeta:
     model, served = _model(name, version, models)
-    preprocess = models.fashion.preprocess if model.checkpoint == "fashion" else models.preprocess
-    checkpoint = models.all()[model.checkpoint]
+    checkpoint = models[model.checkpoint]
+    preprocess = checkpoint.preprocess
     return OipModelMeta(name=name, versions=[served], platform=PLATFORM,
                         inputs=[spec.describe() for spec in model.inputs], outputs=[spec.describe() for spec in model.outputs],
                         parameters={"labels": checkpoint.metadata.get("labels", []),

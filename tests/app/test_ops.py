@@ -10,7 +10,7 @@ import shutil
 import pytest
 from fastapi.testclient import TestClient
 
-from app import pipeline
+from app.handlers.digit import DigitHandler
 from app.main import create_app
 from app.settings import Settings
 from model.checkpoint import (
@@ -111,9 +111,9 @@ def test_unknown_errors_are_a_generic_500(mnist_test, monkeypatch, caplog):
     def explode(*_args, **_kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(pipeline, "predict_digits", explode)
     app = create_app(Settings(device="cpu"))
     with caplog.at_level(logging.ERROR, logger="app.errors"), TestClient(app, raise_server_exceptions=False) as fresh:
+        monkeypatch.setattr(DigitHandler, "predict", explode)  # the model fails mid-service
         response = fresh.post("/predict/digit", files=[png_part("files", digit_image(mnist_test.images[0]))])
     assert response.status_code == 500
     assert response.json() == {"code": "internal_error", "detail": "internal server error"}
