@@ -71,26 +71,20 @@ def _images(tensors: dict[str, Tensor], serving: Serving, config: PreprocessConf
     return (pixels[:, 0] * config.std + config.mean).astype(np.float32)
 
 
-async def _classify(tensors: dict[str, Tensor], serving: Serving, endpoint: str, garments: bool) -> list[Tensor]:
-    name = "fashion" if garments else "digit"
-    images = _images(tensors, serving, serving.models[name].preprocess)
-    answer = await serving.engine.run(name, images, serving, endpoint)
-    if garments:
-        labels = [p["index"] for p in answer["predictions"]]
-        probabilities = [list(p["probabilities"].values()) for p in answer["predictions"]]
-    else:
-        labels = [p["label"] for p in answer["predictions"]]
-        probabilities = [p["probabilities"] for p in answer["predictions"]]
-    return [Tensor("label", "INT64", np.array(labels, dtype=np.int64)),
-            Tensor("probabilities", "FP32", np.array(probabilities, dtype=np.float32))]
+def classifier(name: str) -> Run:
+    """The protocol's run for a classifier handler ``name``: images in; each one's class index
+    and every class's probability out (class names are in the model's metadata ``labels``)."""
 
+    async def run(tensors: dict[str, Tensor], serving: Serving, endpoint: str) -> list[Tensor]:
+        images = _images(tensors, serving, serving.models[name].preprocess)
+        predictions = (await serving.engine.run(name, images, serving, endpoint))["predictions"]
+        labels = [p.get("index", p["label"]) for p in predictions]  # garments: names, with their index
+        probabilities = [list(p["probabilities"].values()) if isinstance(p["probabilities"], dict) else p["probabilities"]
+                         for p in predictions]
+        return [Tensor("label", "INT64", np.array(labels, dtype=np.int64)),
+                Tensor("probabilities", "FP32", np.array(probabilities, dtype=np.float32))]
 
-async def _digits(tensors: dict[str, Tensor], serving: Serving, endpoint: str) -> list[Tensor]:
-    return await _classify(tensors, serving, endpoint, garments=False)
-
-
-async def _garments(tensors: dict[str, Tensor], serving: Serving, endpoint: str) -> list[Tensor]:
-    return await _classify(tensors, serving, endpoint, garments=True)
+    return run
 
 
 async def _digit_sum(tensors: dict[str, Tensor], serving: Serving, endpoint: str) -> list[Tensor]:
@@ -128,8 +122,8 @@ PIXELS = TensorSpec("pixels", "FP32", (-1, 1, CANVAS, CANVAS))
 CLASSES = (TensorSpec("label", "INT64", (-1,)), TensorSpec("probabilities", "FP32", (-1, 10)))
 
 MODELS: dict[str, OipModel] = {
-    "digit": OipModel("digit", (IMAGE, PIXELS), CLASSES, _digits, alternatives=("image", "pixels")),
-    "fashion": OipModel("fashion", (IMAGE, PIXELS), CLASSES, _garments, alternatives=("image", "pixels")),
+    "digit": OipModel("digit", (IMAGE, PIXELS), CLASSES, classifier("digit"), alternatives=("image", "pixels")),
+    "fashion": OipModel("fashion", (IMAGE, PIXELS), CLASSES, classifier("fashion"), alternatives=("image", "pixels")),
     "digit_sum": OipModel("digit_sum", (IMAGE, PIXELS, TensorSpec("number", "INT64", (-1,))),
                           (TensorSpec("digit", "INT64", (-1,)), TensorSpec("probability", "FP32", (-1,)),
                            TensorSpec("sum", "INT64", (-1,))), _digit_sum, alternatives=("image", "pixels")),
