@@ -48,12 +48,13 @@ def class_probabilities(models: Models, name: str, arrays: np.ndarray) -> torch.
 class DigitHandler(Handler[Images, np.ndarray, Predictions]):
     name = model = "digit"
     decode_in_batch = True
+    blank_code = "no_digit_found"  # the failure for an image with nothing on it
 
     def open(self, inputs: Images, settings: Settings) -> list[Image.Image]:
         return open_uploads(inputs, settings)
 
     def decode(self, inputs: Images, opened: list[Image.Image], serving: Serving) -> np.ndarray:
-        return decode_singles(inputs, opened, serving.models[self.model].preprocess, "no_digit_found", serving)
+        return decode_singles(inputs, opened, serving.models[self.model].preprocess, self.blank_code, serving)
 
     def count(self, inputs: Images) -> int:
         return len(inputs)
