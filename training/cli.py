@@ -16,26 +16,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import torch
 
 from model.checkpoint import load_checkpoint
 from model.devices import select_device
-from training import digit, digit_sum, fashion, line_reader, sequence
-from training.classifier import ClassifierTask
 from training.data import DATA_DIR_ENV, FASHION_MNIST
-from training.options import DEFAULTS, RunOptions
+from training.options import RunOptions
 from training.studies import STUDIES, StudyOptions
 from training.studies.architectures import MODELS as ARCHITECTURE_MODELS
-
-# Each task: a module or a ``ClassifierTask``, both with ``train(options)`` and ``evaluate_command``.
-TASKS: dict[str, ModuleType | ClassifierTask] = {"digit": digit.TASK, "sequence": sequence, "digit-sum": digit_sum,
-                                                 "fashion": fashion.TASK, "line-reader": line_reader}
-# Which task evaluates a checkpoint, by the architecture it names.
-BY_ARCHITECTURE = {"DigitNet": digit.TASK, "SequenceNet": sequence, "DigitSumNet": digit_sum, "FashionNet": fashion.TASK,
-                   "LineReader": line_reader}
-
+from training.tasks import TASKS, for_architecture
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,17 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.command == "train":
-        defaults = DEFAULTS[args.task]
+        task = TASKS[args.task]
         options = RunOptions(
             out=args.out or Path("weights") / f"{args.task.replace('-', '_')}.pt",
             data_dir=args.data_dir,
-            epochs=args.epochs or int(defaults["epochs"]),
+            epochs=args.epochs or task.epochs,
             seed=args.seed,
             device=args.device,
             label_noise=args.label_noise,
             loss=args.loss,
-            batch_size=args.batch_size or int(defaults["batch_size"]),
-            lr=args.lr or float(defaults["lr"]),
+            batch_size=args.batch_size or task.batch_size,
+            lr=args.lr or task.lr,
             val_size=args.val_size,
             limit=args.limit,
             init_from=args.init_from,
@@ -118,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             time_limit=args.time_limit,
             steps_per_epoch=args.steps_per_epoch,
         )
-        path = TASKS[args.task].train(options)
+        path = task.train(options)
         checkpoint = load_checkpoint(path)
         print(json.dumps({"checkpoint": str(path), "sha256": checkpoint.sha256, "metrics": checkpoint.metadata["metrics"],
                           "train_seconds": checkpoint.metadata["train_seconds"]}, indent=2))
@@ -135,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = select_device(args.device)
     checkpoint = load_checkpoint(args.checkpoint, map_location=device)
-    module = BY_ARCHITECTURE[checkpoint.metadata["architecture"]]
-    metrics = module.evaluate_command(checkpoint, args.data_dir, device)
+    metrics = for_architecture(checkpoint.metadata["architecture"]).evaluate(checkpoint, args.data_dir, device)
     recorded = checkpoint.metadata.get("metrics", {})
     print(json.dumps({"checkpoint": str(args.checkpoint), "sha256": checkpoint.sha256, "metrics": metrics,
                       "recorded": {k: recorded.get(k) for k in metrics}}, indent=2))

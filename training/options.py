@@ -6,16 +6,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-# Each task's training defaults (the CLI's, and the studies' that retrain a model).
-DEFAULTS: dict[str, dict[str, object]] = {
-    "digit": {"epochs": 20, "lr": 0.05, "batch_size": 128},
-    "sequence": {"epochs": 8, "lr": 2e-3, "batch_size": 128},
-    "digit-sum": {"epochs": 3, "lr": 1e-3, "batch_size": 128},
-    "fashion": {"epochs": 24, "lr": 0.05, "batch_size": 128},
-    "line-reader": {"epochs": 10, "lr": 2e-3, "batch_size": 128},
-}
-
-
 @dataclass
 class RunOptions:
     out: Path

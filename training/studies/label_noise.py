@@ -21,7 +21,8 @@ from pathlib import Path
 
 from model.checkpoint import load_checkpoint
 from training import sequence
-from training.options import DEFAULTS, RunOptions
+from training.options import RunOptions
+from training.tasks import TASKS
 from training.plots import plt, save_figure
 from training.studies import end_to_end_report
 from training.studies.common import FROZEN_PART, StudyOptions, markdown_table, write_part
@@ -59,6 +60,7 @@ def run(options: StudyOptions) -> Path:
 
 
 def run_frozen(options: StudyOptions) -> Path:
+    sequence_task = TASKS["sequence"]
     epochs = options.epochs or EPOCHS
     runs: dict[tuple[float, str], dict] = {}
     with tempfile.TemporaryDirectory() as scratch:
@@ -68,7 +70,7 @@ def run_frozen(options: StudyOptions) -> Path:
                 out = Path(scratch) / f"sequence-{loss}-{int(rate * 100)}.pt"
                 sequence.train(RunOptions(out=out, data_dir=options.data_dir, epochs=epochs, seed=options.seed,
                                           device=options.device, label_noise=rate, loss=loss,
-                                          batch_size=int(DEFAULTS["sequence"]["batch_size"]), lr=float(DEFAULTS["sequence"]["lr"]),
+                                          batch_size=sequence_task.batch_size, lr=sequence_task.lr,
                                           limit=options.limit))
                 metadata = load_checkpoint(out).metadata
                 runs[(rate, loss)] = {"history": metadata["history"], "test_accuracy": metadata["metrics"]["test_accuracy"],

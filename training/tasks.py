@@ -1,0 +1,41 @@
+"""Every training task in one table: its name on the command line, the architecture of the
+checkpoints it writes (how ``evaluate`` finds the task of a checkpoint), how it trains and
+evaluates, and its training defaults (the CLI's, and the studies' that retrain a model)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.checkpoint import Checkpoint
+from training import digit, digit_sum, fashion, line_reader, sequence
+from training.options import RunOptions
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    architecture: str
+    train: Callable[[RunOptions], Path]
+    evaluate: Callable[[Checkpoint, str | None, torch.device], dict[str, Any]]
+    epochs: int
+    lr: float
+    batch_size: int = 128
+
+
+TASKS: dict[str, Task] = {task.name: task for task in (
+    Task("digit", "DigitNet", digit.TASK.train, digit.TASK.evaluate_command, epochs=20, lr=0.05),
+    Task("sequence", "SequenceNet", sequence.train, sequence.evaluate_command, epochs=8, lr=2e-3),
+    Task("digit-sum", "DigitSumNet", digit_sum.train, digit_sum.evaluate_command, epochs=3, lr=1e-3),
+    Task("fashion", "FashionNet", fashion.TASK.train, fashion.TASK.evaluate_command, epochs=24, lr=0.05),
+    Task("line-reader", "LineReader", line_reader.train, line_reader.evaluate_command, epochs=10, lr=2e-3),
+)}
+
+
+def for_architecture(architecture: str) -> Task:
+    """The task whose checkpoints have this architecture (``python -m training evaluate``)."""
+    return next(task for task in TASKS.values() if task.architecture == architecture)
