@@ -42,7 +42,7 @@ from app.settings import Settings
 from model.checkpoint import load_checkpoint
 from model.preprocess import normalise, preprocess_digits
 from training.data import load_split
-from training.engine import predict_logits
+from training.loop import predict_logits
 from training.line_reader import edit_distance
 from training.render import CONDITIONS, DEV_STYLE, TRAIN_STYLE, render_set
 from training.strips import encode, make_strip

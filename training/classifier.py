@@ -23,18 +23,9 @@ from model.architectures import build_model, count_parameters
 from model.checkpoint import Checkpoint, save_checkpoint
 from model.devices import select_device
 from training.data import Dataset, DigitData, flip_labels, load_split, prepare
-from training.engine import (
-    History,
-    batches,
-    expected_calibration_error,
-    fit_temperature,
-    optimise,
-    predict_logits,
-    progress,
-    provenance,
-    seed_everything,
-    write_json,
-)
+from training.calibration import expected_calibration_error, fit_temperature
+from training.loop import batches, History, optimise, predict_logits, progress, seed_everything
+from training.provenance import provenance, write_json
 from training.options import RunOptions
 from training.plots import confusion_matrix, plot_confusion, plot_curves
 

@@ -24,15 +24,8 @@ from model.preprocess import DEFAULT_CONFIG
 from training.augment import AffineAugment
 from training.data import DigitData, flip_labels, load_split, prepare
 from training.digit import LABELS, load_init
-from training.engine import (
-    History,
-    batches,
-    optimise,
-    progress,
-    provenance,
-    seed_everything,
-    write_json,
-)
+from training.loop import batches, History, optimise, progress, seed_everything
+from training.provenance import provenance, write_json
 from training.options import RunOptions
 from training.plots import plot_curves
 

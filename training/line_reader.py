@@ -36,7 +36,8 @@ from model.devices import select_device
 from model.preprocess import NoInkError
 from model.line import BLANK_CLASS, DEFAULT_LINE, LineConfig, batch_lines, read_lines, steps_for, strip_to_line
 from training.data import Split, load_split, train_val_indices
-from training.engine import History, optimise, progress, provenance, seed_everything, write_json
+from training.loop import History, optimise, progress, seed_everything
+from training.provenance import provenance, write_json
 from training.options import RunOptions
 from training.plots import plot_reading_curves
 from training.render import CONDITIONS, DEV_STYLE, TRAIN_STYLE, StripSet, Style, draw_length, render_set, render_strip

@@ -32,15 +32,8 @@ from training.data import (
     sample_sequences,
 )
 from training.digit import load_init
-from training.engine import (
-    History,
-    batches,
-    optimise,
-    progress,
-    provenance,
-    seed_everything,
-    write_json,
-)
+from training.loop import batches, History, optimise, progress, seed_everything
+from training.provenance import provenance, write_json
 from training.options import RunOptions
 from training.plots import confusion_matrix, plot_confusion, plot_curves
 

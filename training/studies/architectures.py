@@ -48,7 +48,8 @@ from model.checkpoint import load_checkpoint
 from model.devices import select_device
 from training.augment import mirror
 from training.data import FASHION_MNIST, MNIST, Dataset, DigitData, load_split
-from training.engine import batches, code_version, predict_logits, progress, seed_everything
+from training.loop import batches, predict_logits, progress, seed_everything
+from training.provenance import code_version
 from training.plots import confusion_matrix, plot_confusion
 from training.studies.baselines import ConvMaxPool, RegularisedCNN, RowReader, StridedConv
 from training.studies.common import StudyOptions, markdown_table

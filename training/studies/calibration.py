@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch.nn.functional as F
 
-from training.engine import calibration_bins, expected_calibration_error
+from training.calibration import calibration_bins, expected_calibration_error
 from training.plots import plt, save_figure  # plt: headless pyplot
 from training.studies.common import StudyOptions, markdown_table, test_logits
 

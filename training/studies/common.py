@@ -10,7 +10,7 @@ import torch
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.devices import select_device
 from training.data import DigitData, Split, load_split
-from training.engine import predict_logits
+from training.loop import predict_logits
 
 REPORTS = Path("docs/studies")
 

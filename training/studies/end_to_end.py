@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from model.architectures import SequenceNet
 from training import digit, sequence
 from training.data import DigitData, Prepared, Sequences, flip_labels, sample_sequences
-from training.engine import History, batches, optimise, progress, seed_everything
+from training.loop import batches, History, optimise, progress, seed_everything
 
 RATES = (0.0, 0.2, 0.4)
 LOSSES = ("bce", "gce")

@@ -1,0 +1,70 @@
+"""The pieces every training loop shares: seeding, shuffled batches, progress bars, an
+optimiser step, the per-epoch history, and batched evaluation."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, numpy and torch; return a CPU generator for the run's own random draws."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = False
+    return torch.Generator().manual_seed(seed)
+
+
+def batches(count: int, batch_size: int, generator: torch.Generator | None, shuffle: bool = True) -> Iterator[torch.Tensor]:
+    """Index batches over ``range(count)``, shuffled with ``generator``."""
+    order = torch.randperm(count, generator=generator) if shuffle else torch.arange(count)
+    yield from torch.split(order, batch_size)
+
+
+def progress(iterable: Any, total: int, description: str) -> tqdm:
+    return tqdm(iterable, total=total, desc=description, unit="batch", dynamic_ncols=True, leave=False)
+
+
+def optimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+             clip_norm: float | None = None) -> None:
+    """One training step: the gradients of ``loss`` (their global norm clipped to ``clip_norm``
+    when given), the optimiser's update, and the schedule's next learning rate."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_norm is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, clip_norm)
+    optimizer.step()
+    scheduler.step()
+
+
+@dataclass
+class History:
+    """Per-epoch train/validation loss and accuracy: the training curves."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+
+    def add(self, **values: float) -> None:
+        self.epochs.append({k: float(v) for k, v in values.items()})
+        parts = "  ".join(f"{k} {v:.4f}" for k, v in self.epochs[-1].items() if k != "epoch")
+        tqdm.write(f"epoch {int(values['epoch'])}: {parts}")
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, inputs: torch.Tensor, device: torch.device, batch_size: int = 1024,
+                   description: str | None = None) -> torch.Tensor:
+    """Logits of a classifier over a CPU tensor of inputs, in eval mode, batched; on the CPU.
+    With ``description``, a progress bar shows the batches."""
+    model.eval()
+    starts: Any = range(0, len(inputs), batch_size)
+    if description:
+        starts = progress(starts, len(starts), description)
+    outputs = [model(inputs[i : i + batch_size].to(device)).float().cpu() for i in starts]
+    return torch.cat(outputs)
