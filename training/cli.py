@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="label-noise: the digit model's encoder frozen, or the whole CNN-LSTM from random weights "
                             "(the original study's setting)")
     study.add_argument("--seeds", type=int, default=1, help="label-noise end to end: seeds per configuration")
+    study.add_argument("--rates", type=float, nargs="+", choices=[0.0, 0.2, 0.4],
+                       help="label-noise end to end: train only these flip rates (runs already stored are kept)")
+    study.add_argument("--losses", nargs="+", choices=["bce", "gce"], help="label-noise end to end: train only these losses")
     study.add_argument("--jobs", type=int, default=1,
                        help="architectures: train this many cross-validation folds at once, in as many processes")
     return parser
@@ -119,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                                                  device=args.device, seed=args.seed, epochs=args.epochs, limit=args.limit,
                                                  fashion_data_dir=args.fashion_data_dir, datasets=tuple(args.datasets),
                                                  models=tuple(args.models) if args.models else None, jobs=args.jobs,
-                                                 setting=args.setting, seeds=args.seeds))
+                                                 setting=args.setting, seeds=args.seeds,
+                                                 rates=tuple(args.rates) if args.rates else None,
+                                                 losses=tuple(args.losses) if args.losses else None))
         print(f"wrote {report}")
         return 0
 

@@ -30,6 +30,8 @@ class StudyOptions:
     jobs: int = 1  # processes training cross-validation folds side by side
     setting: str = "frozen-encoder"  # label-noise: "frozen-encoder", or "end-to-end" (the original's)
     seeds: int = 1  # label-noise end to end: seeds per configuration
+    rates: tuple[float, ...] | None = None  # label-noise end to end: only these flip rates (None: all)
+    losses: tuple[str, ...] | None = None  # label-noise end to end: only these losses (None: all)
 
 
 @dataclass(frozen=True)

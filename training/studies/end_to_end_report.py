@@ -3,7 +3,8 @@
 
 Each run's figures are kept in ``label-noise-end-to-end.json`` beside the report, and a run
 already there (same rate, loss, seed, epochs and sequences) is not trained again: the study can
-be run in pieces (``--seeds 1`` first, then ``--seeds 3``).
+be run in pieces (``--seeds 1`` first, then ``--seeds 3``, or ``--rates``/``--losses`` for some
+configurations only); the report shows every run stored.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ def run(options: StudyOptions) -> Path:
     probes: dict[str, float] = dict(stored["probes"])
     evidence = None
     for seed in seeds:
-        for loss in e2e.LOSSES:
-            for rate in e2e.RATES:
+        for loss in options.losses or e2e.LOSSES:
+            for rate in options.rates or e2e.RATES:
                 if (rate, loss, seed, epochs, per_epoch) in done:
                     continue
                 print(f"end-to-end: {rate:.0%} flipped, {loss}, seed {seed}", flush=True)
