@@ -14,6 +14,7 @@ and checked before the file is unpickled.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -49,8 +50,9 @@ class Checkpoint:
     def name(self) -> str:
         return str(self.metadata["name"])
 
-    @property
+    @functools.cached_property
     def preprocess(self) -> PreprocessConfig:
+        """The preprocessing the model was trained with (read once: serving asks per request)."""
         return PreprocessConfig.from_dict(self.metadata["preprocess"])
 
 
