@@ -4,8 +4,8 @@ sequence labels alone.
 ``SequenceNet`` (the shipped architecture) starts with a randomly initialised encoder and is
 trained end to end on "does this sequence of 3-30 digits contain a 4?", with 0%, 20% and 40% of
 the training labels flipped, once with cross-entropy and once with generalized cross-entropy.
-No digit label is used for training; the checkpoint of each run is chosen on validation
-sequences as noisy as its training labels. Afterwards, what the encoder learnt is probed: a
+No digit label is used for training; the checkpoint of each run (the epoch) is chosen by the
+log-loss on 20,000 validation sequences labelled as noisily as its training ones. Afterwards, what the encoder learnt is probed: a
 linear classifier on its frozen embeddings, fitted with 1% of the digit labels, and the digit
 images that most raise the "contains a 4" logit.
 """
@@ -31,7 +31,7 @@ EPOCHS = 3
 SEQUENCES_PER_EPOCH = 20_000  # 3 epochs: 60,000 sequences, as many as the original's one epoch
 BATCH_SIZE = 64
 LR = 2e-3
-VAL_SEQUENCES = 2_000
+VAL_SEQUENCES = 20_000  # at 40% flipped, model selection needs many: see train_run
 PROBE_SHARE = 0.01  # digit labels the linear probe may use
 
 
@@ -84,7 +84,7 @@ def train_run(data: Prepared, rate: float, loss_name: str, seed: int, device: to
         steps = min(steps, max_batches)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LR, total_steps=epochs * steps, pct_start=0.15)
-    history, best = History(), (-1.0, None)
+    history, best = History(), (float("inf"), None)
     flipped = seen_labels = 0
     for epoch in range(1, epochs + 1):
         sequences = sample_sequences(fit_digits, sequences_per_epoch, seed=seed * 1000 + epoch)
@@ -108,13 +108,17 @@ def train_run(data: Prepared, rate: float, loss_name: str, seed: int, device: to
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
         probabilities = sequence.read_sequences(model, embeddings(model, data.val.inputs, device), val_sequences)
         predicted = (probabilities >= 0.5).float()
+        noisy_loss = float(F.binary_cross_entropy(probabilities.clamp(1e-6, 1 - 1e-6), val_noisy))
         record = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                   "val_acc": float((predicted == val_clean).float().mean()),
-                  "val_acc_noisy": float((predicted == val_noisy).float().mean())}
+                  "val_acc_noisy": float((predicted == val_noisy).float().mean()), "val_loss_noisy": noisy_loss}
         history.add(**record)
-        chosen_on = record["val_acc_noisy"]  # no clean labels: the user's only yardstick
-        if chosen_on >= best[0]:
-            best = (chosen_on, copy.deepcopy(model.state_dict()))
+        # No clean labels: the checkpoint is chosen on the noisy validation labels, by their
+        # log-loss (symmetric flips below 50% keep its minimum where the clean one is, and it
+        # separates models far better than the 0/1 accuracy, which flips shrink to 1 - 2 x rate
+        # of the clean differences), over 20,000 sequences.
+        if best[1] is None or noisy_loss <= best[0]:
+            best = (noisy_loss, copy.deepcopy(model.state_dict()))
     model.load_state_dict(best[1])
     test = DigitData.from_split(data.test)
     test_sequences = sequence.test_sequences(data.test.labels)

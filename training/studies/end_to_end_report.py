@@ -160,7 +160,7 @@ Command: `python -m training study label-noise --setting end-to-end --data-dir <
 Each run: {epochs} epochs of {per_epoch:,} fresh sequences ({epochs * per_epoch:,} in all, as many as the original's
 one epoch of 60,000), lengths N(10, 3) clipped to 3..30, digits from the 55,000 fit images, batch {e2e.BATCH_SIZE},
 AdamW with a one-cycle learning rate peaking at {e2e.LR:g}, no augmentation; validation: {e2e.VAL_SEQUENCES:,}
-sequences of the 5,000 held-out training images; test: the same 10,000 test sequences as every other figure.
+sequences of the 5,000 held-out training images, labelled as noisily as the run's training sequences; test: the same 10,000 test sequences as every other figure.
 Share of training labels actually flipped: {", ".join(f"{rate:.0%} asked, {100 * np.mean(v):.1f}% measured" for rate, v in flips.items() if v)}.
 
 ### Clean test accuracy (10,000 test sequences)
