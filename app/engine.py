@@ -8,8 +8,10 @@ plan for small and large batches, and the inference metrics; it knows no handler
 
 Where decoding runs: a single digit takes ~0.15 ms to decode and preprocess, less than handing
 it to the thread pool and back costs the event loop, so those handlers decode inside the batch,
-on the inference thread (``decode_in_batch``; docs/performance.md has the measurements). Strips
-and sequences take a millisecond or more and decode in the thread pool first. With batching off
+on the inference thread (``decode_in_batch``; docs/performance.md has the measurements), unless
+the request's images declare over ``INLINE_DECODE_PIXELS``: big uploads decode in the thread pool
+and never hold up other requests' passes. Strips and sequences take a millisecond or more and
+always decode in the thread pool first. With batching off
 (the benchmark's comparison), the request's own worker thread decodes and runs its pass alone.
 """
 
@@ -35,11 +37,18 @@ if TYPE_CHECKING:
     from app.deps import Serving
 
 
-@dataclass
-class _Undecoded:
-    """A request queued before decoding: its batch decodes it on the inference thread."""
+# A request whose uploads declare more pixels than this decodes in the thread pool even when its
+# handler decodes in the batch: a photo or a 256-image upload takes tens of milliseconds or more
+# to decode, which on the inference thread would hold up every other request's forward pass.
+INLINE_DECODE_PIXELS = 1_000_000
 
-    decode: Any  # () -> payload
+
+@dataclass
+class _Job:
+    """A request in a decode-in-batch handler's queue: ``decode`` for its batch to run on the
+    inference thread, or its ``payload`` already decoded (large uploads, in the thread pool)."""
+
+    decode: Any  # () -> payload, or None
     endpoint: str
     payload: Any = None
 
@@ -66,18 +75,19 @@ class _Runner:
         self.metrics.batch_requests.labels(name).observe(len(payloads))
         return outputs
 
-    def decode_then_predict(self, jobs: list[_Undecoded]) -> list[Any]:
-        """A batch of undecoded requests: decode each (a bad upload fails only its own request),
-        then one forward pass over the rest."""
+    def decode_then_predict(self, jobs: list[_Job]) -> list[Any]:
+        """A batch of requests: decode those not yet decoded (a bad upload fails only its own
+        request), then one forward pass over them all."""
         results: list[Any] = [None] * len(jobs)
         positions = []
         for position, job in enumerate(jobs):
-            try:
-                job.payload = job.decode()
-            except RequestFailed as error:
-                results[position] = error
-                continue
-            self.metrics.images.labels(job.endpoint).inc(self.handler.size(job.payload))
+            if job.decode is not None:
+                try:
+                    job.payload = job.decode()
+                except RequestFailed as error:
+                    results[position] = error
+                    continue
+                self.metrics.images.labels(job.endpoint).inc(self.handler.size(job.payload))
             positions.append(position)
         if positions:
             for position, output in zip(positions, self.predict([jobs[p].payload for p in positions]), strict=True):
@@ -113,18 +123,20 @@ class Engine:
         runner = self.runners[name]
         handler = runner.handler
         opened = handler.open(inputs, serving.settings)
-        with serving.pixels.hold(sum(image.width * image.height for image in opened)):
+        pixels = sum(image.width * image.height for image in opened)
+        with serving.pixels.hold(pixels):
             if runner.batcher is None:
                 return await run_in_threadpool(self._alone, runner, inputs, opened, serving, endpoint)
             try:
-                if handler.decode_in_batch:
-                    job = _Undecoded(lambda: handler.decode(inputs, opened, serving), endpoint)
+                if handler.decode_in_batch and pixels <= INLINE_DECODE_PIXELS:
+                    job = _Job(lambda: handler.decode(inputs, opened, serving), endpoint)
                     output = await runner.batcher.submit(job, handler.count(inputs), serving.deadline)
                     payload = job.payload
                 else:
                     payload = await run_in_threadpool(handler.decode, inputs, opened, serving)
                     self.metrics.images.labels(endpoint).inc(handler.size(payload))
-                    output = await runner.batcher.submit(payload, handler.size(payload), serving.deadline)
+                    queued = _Job(None, endpoint, payload) if handler.decode_in_batch else payload
+                    output = await runner.batcher.submit(queued, handler.size(payload), serving.deadline)
             except Overloaded:
                 raise RequestFailed("overloaded", "the service is at capacity; retry shortly") from None
             except DeadlineExceeded:

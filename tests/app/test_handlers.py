@@ -67,3 +67,29 @@ def test_a_toy_classifier_is_served_by_one_handler_one_row_and_one_route(tmp_pat
         metrics = client.get("/metrics").text
         assert 'inference_batch_size_count{model="toy"} 1.0' in metrics
         assert 'images_processed_total{endpoint="/predict/toy"} 3.0' in metrics
+
+
+def test_small_uploads_decode_in_the_batch_and_big_ones_before_it(mnist_test, monkeypatch):
+    """A lone small digit is decoded on the inference thread inside its batch; a photo-sized one
+    (over INLINE_DECODE_PIXELS) in the thread pool, so it never holds up other requests' passes.
+    Both are read right."""
+    import threading
+
+    from app.engine import INLINE_DECODE_PIXELS
+    from tests.app.conftest import make_client
+
+    threads: list[str] = []
+    decode = DigitHandler.decode
+
+    def recording(self, inputs, opened, serving):
+        threads.append(threading.current_thread().name)
+        return decode(self, inputs, opened, serving)
+
+    side = int(INLINE_DECODE_PIXELS ** 0.5) + 100
+    with make_client() as client:
+        monkeypatch.setattr(DigitHandler, "decode", recording)
+        for size in (None, side):
+            image = digit_image(mnist_test.images[0], size=size, black_on_white=True)
+            body = client.post("/predict/digit", files=[png_part("files", image)]).json()
+            assert body["predictions"][0]["label"] == mnist_test.labels[0]
+    assert threads[0].startswith("inference") and not threads[1].startswith("inference"), threads
