@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +22,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from model.architectures import build_model, count_parameters
 from model.checkpoint import Checkpoint, save_checkpoint
 from model.devices import select_device
-from training.data import Dataset, DigitData, flip_labels, load_split, prepare
 from training.calibration import expected_calibration_error, fit_temperature
-from training.loop import batches, History, optimise, predict_logits, progress, seed_everything
-from training.provenance import provenance, write_json
+from training.data import Dataset, DigitData, flip_labels, load_split, prepare
+from training.loop import Step, batches, optimise, predict_logits, seed_everything, train_epochs
 from training.options import RunOptions
 from training.plots import confusion_matrix, plot_confusion, plot_curves
+from training.provenance import provenance, write_json
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -90,35 +90,33 @@ def train_classifier(options: RunOptions, task: ClassifierTask) -> Path:
     # An exponential moving average of the weights (and batch-norm statistics) is what gets
     # validated and shipped: it is consistently a little more accurate than the raw weights.
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(options.ema_decay), use_buffers=True)
-    history, best = History(), (-1.0, None)
 
-    for epoch in range(1, options.epochs + 1):
+    def epoch_batches(epoch: int) -> Iterator[torch.Tensor]:
         model.train()
-        seen, loss_sum, correct = 0, 0.0, 0
-        bar = progress(batches(len(fit.labels), options.batch_size, generator), steps, f"{task.name} {epoch}/{options.epochs}")
-        for index in bar:
-            index = index.to(device)
-            images = task.augment(fit_inputs[index], generator).contiguous(memory_format=torch.channels_last)
-            targets = fit_labels[index]
-            logits = model(images)
-            loss = F.cross_entropy(logits, targets, label_smoothing=task.label_smoothing)
-            optimise(loss, optimizer, scheduler)
-            ema.update_parameters(model)
-            seen += len(index)
-            loss_sum += loss.item() * len(index)
-            correct += int(logits.argmax(1).eq(targets).sum())
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+        return batches(len(fit.labels), options.batch_size, generator)
+
+    def step(index: torch.Tensor) -> Step:
+        index = index.to(device)
+        images = task.augment(fit_inputs[index], generator).contiguous(memory_format=torch.channels_last)
+        targets = fit_labels[index]
+        logits = model(images)
+        loss = F.cross_entropy(logits, targets, label_smoothing=task.label_smoothing)
+        optimise(loss, optimizer, scheduler)
+        ema.update_parameters(model)
+        return Step(loss.item(), len(index), int(logits.argmax(1).eq(targets).sum()))
+
+    def validate(epoch: int) -> dict[str, float]:
         val_logits = predict_logits(model, val.inputs, device)
         ema_logits = predict_logits(ema.module, val.inputs, device)
-        val_acc = float(ema_logits.argmax(1).eq(val.labels).float().mean())
-        history.add(epoch=epoch, train_loss=loss_sum / seen, train_acc=correct / seen,
-                    val_loss=float(F.cross_entropy(val_logits, val.labels)),
-                    val_acc=float(val_logits.argmax(1).eq(val.labels).float().mean()),
-                    val_acc_ema=val_acc)
-        if val_acc >= best[0]:
-            best = (val_acc, copy.deepcopy(ema.module.state_dict()))
+        return {"val_loss": float(F.cross_entropy(val_logits, val.labels)),
+                "val_acc": float(val_logits.argmax(1).eq(val.labels).float().mean()),
+                "val_acc_ema": float(ema_logits.argmax(1).eq(val.labels).float().mean())}
 
-    model.load_state_dict(best[1])
+    fitted = train_epochs(options.epochs, task.name, steps, epoch_batches, step, validate, score=lambda r: r["val_acc_ema"],
+                 keep=lambda: copy.deepcopy(ema.module.state_dict()))
+    history = fitted.history
+
+    model.load_state_dict(fitted.kept)
     raw_val = predict_logits(model, val.inputs, device)
     temperature = fit_temperature(raw_val, val.labels)
     model.temperature.fill_(temperature)
@@ -128,7 +126,7 @@ def train_classifier(options: RunOptions, task: ClassifierTask) -> Path:
     metrics = test_metrics(test_logits, test.labels)
     uncalibrated = expected_calibration_error((test_logits * temperature).softmax(1), test.labels)
     confusion = np.array(metrics.pop("confusion"))
-    metrics.update(test_ece_uncalibrated=uncalibrated, temperature=temperature, val_accuracy=best[0])
+    metrics.update(test_ece_uncalibrated=uncalibrated, temperature=temperature, val_accuracy=fitted.score)
 
     labels = list(task.dataset.labels)
     metadata = {

@@ -8,8 +8,8 @@ on which the rounded sum stays exact is measured on the test digits, far beyond 
 from __future__ import annotations
 
 import copy
-import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,10 @@ from model.preprocess import DEFAULT_CONFIG
 from training.augment import AffineAugment
 from training.data import DigitData, flip_labels, load_split, prepare
 from training.digit import LABELS, load_init
-from training.loop import batches, History, optimise, progress, seed_everything
-from training.provenance import provenance, write_json
+from training.loop import Step, batches, optimise, seed_everything, train_epochs
 from training.options import RunOptions
 from training.plots import plot_curves
+from training.provenance import provenance, write_json
 
 VERSION = "1.0.0"
 NUMBER_RANGE = (-100, 100)  # integers drawn for training and the headline test figure (inclusive)
@@ -119,35 +119,34 @@ def train(options: RunOptions) -> Path:
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=[options.lr / 10, options.lr * 50], total_steps=options.epochs * steps, pct_start=0.2)
     augment = AffineAugment()
-    history, best = History(), (math.inf, None)
 
-    for epoch in range(1, options.epochs + 1):
+    def epoch_batches(epoch: int) -> Iterator[torch.Tensor]:
         model.train()
-        seen, loss_sum, correct = 0, 0.0, 0
-        bar = progress(batches(len(fit.labels), options.batch_size, generator), steps, f"digit-sum {epoch}/{options.epochs}")
-        for index in bar:
-            numbers = torch.randint(NUMBER_RANGE[0], NUMBER_RANGE[1] + 1, (len(index),), generator=generator).to(device)
-            index = index.to(device)
-            images = augment(fit_inputs[index], generator)
-            labels = fit_labels[index]
-            logits, sums = model(images, numbers)
-            loss = F.cross_entropy(logits, labels) + SUM_LOSS_WEIGHT * F.mse_loss(sums, (labels + numbers).float())
-            optimise(loss, optimizer, scheduler)
-            seen += len(index)
-            loss_sum += loss.item() * len(index)
-            correct += int(sums.round().long().eq(labels + numbers).sum())
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+        return batches(len(fit.labels), options.batch_size, generator)
+
+    def step(index: torch.Tensor) -> Step:
+        numbers = torch.randint(NUMBER_RANGE[0], NUMBER_RANGE[1] + 1, (len(index),), generator=generator).to(device)
+        index = index.to(device)
+        images = augment(fit_inputs[index], generator)
+        labels = fit_labels[index]
+        logits, sums = model(images, numbers)
+        loss = F.cross_entropy(logits, labels) + SUM_LOSS_WEIGHT * F.mse_loss(sums, (labels + numbers).float())
+        optimise(loss, optimizer, scheduler)
+        return Step(loss.item(), len(index), int(sums.round().long().eq(labels + numbers).sum()))
+
+    def validate(epoch: int) -> dict[str, float]:
         val_logits, val_sums = predict(model, val.inputs, val_numbers, device)
         truth = val.labels + val_numbers
-        val_loss = float(F.cross_entropy(val_logits, val.labels) + SUM_LOSS_WEIGHT * F.mse_loss(val_sums, truth.float()))
-        val_acc = float(val_sums.round().long().eq(truth).float().mean())
-        history.add(epoch=epoch, train_loss=loss_sum / seen, train_acc=correct / seen, val_loss=val_loss, val_acc=val_acc)
-        if val_loss <= best[0]:
-            best = (val_loss, copy.deepcopy(model.state_dict()))
+        return {"val_loss": float(F.cross_entropy(val_logits, val.labels) + SUM_LOSS_WEIGHT * F.mse_loss(val_sums, truth.float())),
+                "val_acc": float(val_sums.round().long().eq(truth).float().mean())}
 
-    model.load_state_dict(best[1])
+    fitted = train_epochs(options.epochs, "digit-sum", steps, epoch_batches, step, validate, score=lambda r: -r["val_loss"],
+                          keep=lambda: copy.deepcopy(model.state_dict()))
+    history = fitted.history
+
+    model.load_state_dict(fitted.kept)
     metrics = sum_metrics(model, DigitData.from_split(data.test), device)
-    metrics["val_loss"] = best[0]
+    metrics["val_loss"] = -fitted.score
     metadata = {
         "name": "digit_sum",
         "task": "read a digit and add an integer to it",

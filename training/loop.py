@@ -1,10 +1,11 @@
 """The pieces every training loop shares: seeding, shuffled batches, progress bars, an
-optimiser step, the per-epoch history, and batched evaluation."""
+optimiser step, the epoch loop (``train_epochs``: what differs between the models comes in as
+callbacks), the per-epoch history, and batched evaluation."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,53 @@ class History:
         self.epochs.append({k: float(v) for k, v in values.items()})
         parts = "  ".join(f"{k} {v:.4f}" for k, v in self.epochs[-1].items() if k != "epoch")
         tqdm.write(f"epoch {int(values['epoch'])}: {parts}")
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one optimiser step reports: the batch's mean loss, its size, and how many of its
+    examples the model got right (the training accuracy)."""
+
+    loss: float
+    count: int
+    correct: int
+
+
+@dataclass
+class Fitted:
+    """The curves, and what ``keep`` returned for the epoch with the best score, with that score."""
+
+    history: History
+    kept: Any
+    score: float
+
+
+def train_epochs(epochs: int, description: str, steps: int, batches: Callable[[int], Iterable[Any]], step: Callable[[Any], Step],
+        validate: Callable[[int], dict[str, float]], score: Callable[[dict[str, float]], float],
+        keep: Callable[[], Any]) -> Fitted:
+    """The epoch loop of every training run.
+
+    Each epoch: ``batches(epoch)`` (which also puts the model in training mode) feeds ``step``
+    under a progress bar showing the running loss; then ``validate(epoch)`` gives the epoch's
+    validation figures, recorded with the training loss and accuracy; the epoch whose record
+    ``score`` rates highest (the last of equals) is the one ``keep`` copies.
+    """
+    history, best = History(), Fitted(History(), None, -float("inf"))
+    for epoch in range(1, epochs + 1):
+        seen, loss_sum, correct = 0, 0.0, 0
+        bar = progress(batches(epoch), steps, f"{description} {epoch}/{epochs}")
+        for batch in bar:
+            result = step(batch)
+            seen += result.count
+            loss_sum += result.loss * result.count
+            correct += result.correct
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+        record = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen, **validate(epoch)}
+        history.add(**record)
+        rating = score(history.epochs[-1])
+        if rating >= best.score:
+            best = Fitted(history, keep(), rating)
+    return Fitted(history, best.kept, best.score)
 
 
 @torch.inference_mode()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,10 @@ from training.data import (
     sample_sequences,
 )
 from training.digit import load_init
-from training.loop import batches, History, optimise, progress, seed_everything
-from training.provenance import provenance, write_json
+from training.loop import Step, batches, optimise, seed_everything, train_epochs
 from training.options import RunOptions
 from training.plots import confusion_matrix, plot_confusion, plot_curves
+from training.provenance import provenance, write_json
 
 HIDDEN = 128
 VERSION = "1.0.0"
@@ -134,50 +135,47 @@ def train(options: RunOptions) -> Path:
     optimizer = torch.optim.AdamW(trainable, lr=options.lr, weight_decay=1e-4)
     steps = -(-train_count // options.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=options.lr, total_steps=options.epochs * steps, pct_start=0.15)
-    history, best = History(), (-1.0, None)
-
-    for epoch in range(1, options.epochs + 1):
+    def epoch_batches(epoch: int) -> Iterator[np.ndarray]:
         sequences = sample_sequences(fit_digits, train_count, seed=options.seed * 1000 + epoch)
-        targets_all = torch.as_tensor(flip_labels(sequences.labels, options.label_noise, 2, options.seed * 1000 + epoch)).float()
-        offsets = sequences.offsets()
+        targets = torch.as_tensor(flip_labels(sequences.labels, options.label_noise, 2, options.seed * 1000 + epoch)).float()
         model.lstm.train()
-        seen, loss_sum, correct = 0, 0.0, 0
-        bar = progress(batches(len(sequences), options.batch_size, generator), steps, f"sequence {epoch}/{options.epochs}")
-        for index in bar:
+        offsets = sequences.offsets()
+        for index in batches(len(sequences), options.batch_size, generator):
             index = index.sort().values.numpy()
-            lengths = torch.as_tensor(sequences.lengths[index])
             digits = np.concatenate([sequences.indices[offsets[i] : offsets[i + 1]] for i in index])
-            views = torch.randint(0, 1 + AUGMENTED_VIEWS, (len(digits),), generator=generator)
-            flat = fit_views[views.to(device), torch.as_tensor(digits, device=device)]
-            logits = model.read(pad_by_lengths(flat, lengths), lengths)
-            targets = targets_all[index].to(device)
-            loss = sequence_loss(options.loss, logits, targets)
-            optimise(loss, optimizer, scheduler)
-            seen += len(index)
-            loss_sum += loss.item() * len(index)
-            correct += int((logits > 0).float().eq(targets).sum())
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+            yield index, torch.as_tensor(sequences.lengths[index]), digits, targets[index]
+
+    def step(batch: tuple[np.ndarray, torch.Tensor, np.ndarray, torch.Tensor]) -> Step:
+        index, lengths, digits, targets = batch
+        views = torch.randint(0, 1 + AUGMENTED_VIEWS, (len(digits),), generator=generator)
+        flat = fit_views[views.to(device), torch.as_tensor(digits, device=device)]
+        logits = model.read(pad_by_lengths(flat, lengths), lengths)
+        targets = targets.to(device)
+        loss = sequence_loss(options.loss, logits, targets)
+        optimise(loss, optimizer, scheduler)
+        return Step(loss.item(), len(index), int((logits > 0).float().eq(targets).sum()))
+
+    def validate(epoch: int) -> dict[str, float]:
         val_prob = read_sequences(model, val_embeddings, val_sequences)
         val_targets = torch.as_tensor(val_sequences.labels).float()
-        val_acc = float(((val_prob >= 0.5).float() == val_targets).float().mean())
-        val_loss = float(F.binary_cross_entropy(val_prob.clamp(1e-7, 1 - 1e-7), val_targets))
-        record = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen, "val_loss": val_loss, "val_acc": val_acc}
-        # With noisy training labels the validation labels are as noisy (a user has no clean ones):
-        # the checkpoint is chosen on them, while the clean accuracy is recorded for the curves.
-        chosen_on = val_acc
+        record = {"val_loss": float(F.binary_cross_entropy(val_prob.clamp(1e-7, 1 - 1e-7), val_targets)),
+                  "val_acc": float(((val_prob >= 0.5).float() == val_targets).float().mean())}
         if options.label_noise > 0:
-            chosen_on = float(((val_prob >= 0.5).float() == val_noisy).float().mean())
-            record["val_acc_noisy"] = chosen_on
-        history.add(**record)
-        if chosen_on >= best[0]:
-            best = (chosen_on, copy.deepcopy(model.state_dict()))
+            record["val_acc_noisy"] = float(((val_prob >= 0.5).float() == val_noisy).float().mean())
+        return record
 
-    model.load_state_dict(best[1])
+    # With noisy training labels the validation labels are as noisy (a user has no clean ones):
+    # the checkpoint is chosen on them, while the clean accuracy is recorded for the curves.
+    fitted = train_epochs(options.epochs, "sequence", steps, epoch_batches, step, validate,
+                          score=lambda r: r.get("val_acc_noisy", r["val_acc"]), keep=lambda: copy.deepcopy(model.state_dict()))
+    history = fitted.history
+
+    model.load_state_dict(fitted.kept)
     test = DigitData.from_split(data.test)
     sequences = test_sequences(data.test.labels)
     metrics = sequence_metrics(read_sequences(model, embed(model.encoder, test.inputs, device)[0], sequences), sequences.labels)
     confusion = np.array(metrics.pop("confusion"))
-    metrics["val_accuracy" if options.label_noise == 0 else "val_accuracy_noisy"] = best[0]
+    metrics["val_accuracy" if options.label_noise == 0 else "val_accuracy_noisy"] = fitted.score
 
     metadata = {
         "name": "sequence",

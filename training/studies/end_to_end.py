@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from model.architectures import SequenceNet
 from training import digit, sequence
 from training.data import DigitData, Prepared, Sequences, flip_labels, sample_sequences
-from training.loop import batches, History, optimise, progress, seed_everything
+from training.loop import Step, batches, optimise, seed_everything, train_epochs
 
 RATES = (0.0, 0.2, 0.4)
 LOSSES = ("bce", "gce")
@@ -84,47 +85,48 @@ def train_run(data: Prepared, rate: float, loss_name: str, seed: int, device: to
         steps = min(steps, max_batches)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LR, total_steps=epochs * steps, pct_start=0.15)
-    history, best = History(), (float("inf"), None)
-    flipped = seen_labels = 0
-    for epoch in range(1, epochs + 1):
+    flips = {"flipped": 0, "seen": 0}
+
+    def epoch_batches(epoch: int) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, np.ndarray]]:
         sequences = sample_sequences(fit_digits, sequences_per_epoch, seed=seed * 1000 + epoch)
         targets_all = flip_labels(sequences.labels, rate, 2, seed * 1000 + epoch)
         model.train()
-        seen, loss_sum, correct = 0, 0.0, 0
         order = batches(len(sequences), BATCH_SIZE, generator)
-        bar = progress((next(order) for _ in range(steps)), steps, f"end-to-end {rate:.0%} {loss_name} {epoch}/{epochs}")
-        for index in bar:
-            index = index.sort().values.numpy()
+        for _ in range(steps):
+            index = next(order).sort().values.numpy()
             images, lengths = _batch(fit_inputs, sequences, index)
-            targets = torch.as_tensor(targets_all[index], device=device).float()
-            flipped += int((targets_all[index] != sequences.labels[index]).sum())
-            seen_labels += len(index)
-            logits = model(images.contiguous(memory_format=torch.channels_last), lengths)
-            loss = sequence.sequence_loss(loss_name, logits, targets)
-            optimise(loss, optimizer, scheduler)
-            seen += len(index)
-            loss_sum += loss.item() * len(index)
-            correct += int((logits > 0).float().eq(targets).sum())
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+            yield index, images, lengths, targets_all[index] != sequences.labels[index], targets_all[index]
+
+    def step(batch: tuple) -> Step:
+        index, images, lengths, flipped, targets = batch
+        flips["flipped"] += int(flipped.sum())
+        flips["seen"] += len(index)
+        targets = torch.as_tensor(targets, device=device).float()
+        logits = model(images.contiguous(memory_format=torch.channels_last), lengths)
+        loss = sequence.sequence_loss(loss_name, logits, targets)
+        optimise(loss, optimizer, scheduler)
+        return Step(loss.item(), len(index), int((logits > 0).float().eq(targets).sum()))
+
+    def validate(epoch: int) -> dict[str, float]:
         probabilities = sequence.read_sequences(model, embeddings(model, data.val.inputs, device), val_sequences)
         predicted = (probabilities >= 0.5).float()
-        noisy_loss = float(F.binary_cross_entropy(probabilities.clamp(1e-6, 1 - 1e-6), val_noisy))
-        record = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-                  "val_acc": float((predicted == val_clean).float().mean()),
-                  "val_acc_noisy": float((predicted == val_noisy).float().mean()), "val_loss_noisy": noisy_loss}
-        history.add(**record)
-        # No clean labels: the checkpoint is chosen on the noisy validation labels, by their
-        # log-loss (symmetric flips below 50% keep its minimum where the clean one is, and it
-        # separates models far better than the 0/1 accuracy, which flips shrink to 1 - 2 x rate
-        # of the clean differences), over 20,000 sequences.
-        if best[1] is None or noisy_loss <= best[0]:
-            best = (noisy_loss, copy.deepcopy(model.state_dict()))
-    model.load_state_dict(best[1])
+        return {"val_acc": float((predicted == val_clean).float().mean()),
+                "val_acc_noisy": float((predicted == val_noisy).float().mean()),
+                "val_loss_noisy": float(F.binary_cross_entropy(probabilities.clamp(1e-6, 1 - 1e-6), val_noisy))}
+
+    # No clean labels: the checkpoint is chosen on the noisy validation labels, by their log-loss
+    # (symmetric flips below 50% keep its minimum where the clean one is, and it separates models
+    # far better than the 0/1 accuracy, which flips shrink to 1 - 2 x rate of the clean
+    # differences), over 20,000 sequences.
+    fitted = train_epochs(epochs, f"end-to-end {rate:.0%} {loss_name}", steps, epoch_batches, step, validate,
+                          score=lambda r: -r["val_loss_noisy"], keep=lambda: copy.deepcopy(model.state_dict()))
+    model.load_state_dict(fitted.kept)
     test = DigitData.from_split(data.test)
     test_sequences = sequence.test_sequences(data.test.labels)
     probabilities = sequence.read_sequences(model, embeddings(model, test.inputs, device), test_sequences)
     accuracy = float(((probabilities >= 0.5).numpy() == test_sequences.labels).mean())
-    run = EndToEndRun(rate, loss_name, seed, history.epochs, accuracy, flipped / max(seen_labels, 1), time.time() - started)
+    run = EndToEndRun(rate, loss_name, seed, fitted.history.epochs, accuracy, flips["flipped"] / max(flips["seen"], 1),
+                      time.time() - started)
     return run, model
 
 
