@@ -8,6 +8,10 @@ before any is decoded. A request declaring more than ``MAX_REQUEST_PIXELS`` is r
 pixels are held until the request's answer is sent or it is abandoned. Both run on the event
 loop, so the count needs no lock.
 
+Small requests (a few digits, a photo under a megapixel: what almost every client sends) have
+headroom above the limit, a twentieth of it: a burst of huge uploads that fills the budget turns
+away other huge uploads, not the ordinary requests queued behind them.
+
 When the last large request lets go, the C allocator is asked to give its free pages back
 (glibc's ``malloc_trim``): decoding leaves large freed blocks that glibc otherwise keeps, so a
 worker's memory would stay at its peak after a burst.
@@ -24,6 +28,9 @@ from app.failures import RequestFailed
 
 # Release this many pixels or more and the allocator is trimmed once nothing is in flight.
 TRIM_AFTER_PIXELS = 4_000_000
+# Requests declaring at most this many pixels may use the headroom above the limit.
+SMALL_REQUEST_PIXELS = 1_000_000
+HEADROOM_SHARE = 0.05
 
 
 def _load_malloc_trim():  # glibc only; elsewhere trimming is skipped
@@ -39,8 +46,9 @@ _MALLOC_TRIM = _load_malloc_trim()
 class PixelBudget:
     """This worker's decoded pixels in flight, against ``limit``."""
 
-    def __init__(self, per_request: int, limit: int) -> None:
-        self.per_request, self.limit = per_request, limit
+    def __init__(self, per_request: int, limit: int, small: int = SMALL_REQUEST_PIXELS) -> None:
+        self.per_request, self.limit, self.small = per_request, limit, small
+        self.headroom = max(small, int(HEADROOM_SHARE * limit))
         self.in_flight = 0
         self._released = 0  # pixels let go since the allocator was last trimmed
 
@@ -50,7 +58,8 @@ class PixelBudget:
         if pixels > self.per_request:
             raise RequestFailed("image_too_large",
                            f"the request's images hold {pixels:,} pixels; the limit is {self.per_request:,} per request")
-        if self.in_flight and self.in_flight + pixels > self.limit:
+        ceiling = self.limit + (self.headroom if pixels <= self.small else 0)
+        if self.in_flight and self.in_flight + pixels > ceiling:
             raise RequestFailed("overloaded", "the service is decoding as many pixels as it may; retry shortly")
         self.in_flight += pixels
         try:

@@ -55,8 +55,21 @@ def test_a_request_declaring_too_many_pixels_is_refused_before_decoding():
         assert httpx.get(url + "/readyz").status_code == 200
 
 
+def test_small_requests_have_headroom_when_huge_ones_fill_the_budget():
+    budget = PixelBudget(per_request=100, limit=150, small=10)  # headroom: max(10, 5% of 150) = 10
+    with budget.hold(100), budget.hold(50):  # huge uploads fill the budget
+        with pytest.raises(RequestFailed):
+            with budget.hold(11):  # not small: turned away
+                pass
+        with budget.hold(10):  # small: served from the headroom
+            with pytest.raises(RequestFailed):
+                with budget.hold(1):  # the headroom is bounded too
+                    pass
+    assert budget.in_flight == 0
+
+
 def test_the_in_flight_budget_turns_requests_away_at_once_and_gives_pixels_back():
-    budget = PixelBudget(per_request=100, limit=150)
+    budget = PixelBudget(per_request=100, limit=150, small=0)
     with budget.hold(100):
         with pytest.raises(RequestFailed) as refused:
             with budget.hold(60):
