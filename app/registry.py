@@ -36,6 +36,11 @@ class Models:
     def net(self, name: str) -> nn.Module:
         return self.nets[name]
 
+    def model_id(self, name: str) -> str:
+        """The ``model`` field of responses: name and version, e.g. ``digit:1.1.0``."""
+        metadata = self.checkpoints[name].metadata
+        return f"{metadata['name']}:{metadata['version']}"
+
     def describe(self) -> list[dict[str, Any]]:
         """What ``GET /models`` shows for each model."""
         out = []
@@ -43,7 +48,7 @@ class Models:
             meta = checkpoint.metadata
             out.append({
                 "name": meta["name"],
-                "id": f"{meta['name']}:{meta['version']}",
+                "id": self.model_id(name),
                 "task": meta.get("task", ""),
                 "architecture": meta["architecture"],
                 "version": meta["version"],
@@ -74,7 +79,5 @@ def load_models(weights_dir: Path, device_choice: str, catalog: Mapping[str, Mod
         for spec in catalog.values():
             spec.handler.warm_up(models)
     for name, checkpoint in loaded.items():
-        meta = checkpoint.metadata
-        log.info("loaded %s (%s:%s, sha256 %s) on %s", catalog[name].file, meta["name"], meta["version"],
-                 checkpoint.sha256[:12], device)
+        log.info("loaded %s (%s, sha256 %s) on %s", catalog[name].file, models.model_id(name), checkpoint.sha256[:12], device)
     return models

@@ -16,8 +16,6 @@ routing, dependencies, middleware and the pipeline's own code, and the event loo
 
 from __future__ import annotations
 
-import argparse
-import os
 import shutil
 import subprocess
 import tempfile
@@ -25,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.processes import one_worker
-from bench.run import checkouts, hey, make_bodies
+from bench.run import comparison_args, checkouts, hey, make_bodies
 
 # (category, substrings of a frame's "function (file:line)") in the order they are tried on each
 # frame, innermost first.
@@ -75,11 +73,7 @@ def profile(root: Path, body, seconds: float, work: Path, label: str) -> tuple[C
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--compare", type=Path, help="another checkout to profile the same way (e.g. an older commit)")
-    args = parser.parse_args(argv)
+    args = comparison_args(__doc__.split("\n\n")[0], argv)
     if shutil.which("py-spy") is None or shutil.which("hey") is None:
         raise SystemExit("needs py-spy (pip install py-spy) and hey (apt-get install hey)")
     body = make_bodies(args.data_dir)["digit"]

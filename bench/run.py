@@ -132,6 +132,16 @@ def make_bodies(data_dir: str | None) -> dict[str, Body]:
     }
 
 
+def comparison_args(description: str, argv: list[str] | None) -> argparse.Namespace:
+    """The command line of bench.strips and bench.profile: data, seconds per run, and another
+    checkout to measure the same way."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--compare", type=Path, help="another checkout to measure the same way (e.g. an older commit)")
+    return parser.parse_args(argv)
+
+
 def checkouts(compare: Path | None) -> list[tuple[str, Path]]:
     """This checkout, and ``compare`` (another checkout, e.g. a worktree of an older commit)
     when given: the code bench.strips and bench.profile measure side by side in one run."""

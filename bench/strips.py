@@ -11,15 +11,13 @@ run, so the two are compared as a ratio.
 
 from __future__ import annotations
 
-import argparse
-import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from bench.processes import one_worker
-from bench.run import Body, checkouts, measure, multipart
+from bench.run import comparison_args, Body, checkouts, measure, multipart
 from training.data import load_split
 from training.render import DEV_STYLE, render_strip
 from training.strips import encode
@@ -34,11 +32,7 @@ def photographed_strip(data_dir: str | None) -> Body:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--compare", type=Path, help="another checkout to measure the same way")
-    args = parser.parse_args(argv)
+    args = comparison_args(__doc__.split("\n\n")[0], argv)
     body = photographed_strip(args.data_dir)
     roots = checkouts(args.compare)
     work = Path(tempfile.mkdtemp(prefix="digitserve-strips-"))

@@ -87,7 +87,7 @@ def train_epochs(epochs: int, description: str, steps: int, batches: Callable[[i
     validation figures, recorded with the training loss and accuracy; the epoch whose record
     ``score`` rates highest (the last of equals) is the one ``keep`` copies.
     """
-    history, best = History(), Fitted(History(), None, -float("inf"))
+    history, kept, best = History(), None, -float("inf")
     for epoch in range(1, epochs + 1):
         seen, loss_sum, correct = 0, 0.0, 0
         bar = progress(batches(epoch), steps, f"{description} {epoch}/{epochs}")
@@ -97,12 +97,11 @@ def train_epochs(epochs: int, description: str, steps: int, batches: Callable[[i
             loss_sum += result.loss * result.count
             correct += result.correct
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-        record = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen, **validate(epoch)}
-        history.add(**record)
+        history.add(epoch=epoch, train_loss=loss_sum / seen, train_acc=correct / seen, **validate(epoch))
         rating = score(history.epochs[-1])
-        if rating >= best.score:
-            best = Fitted(history, keep(), rating)
-    return Fitted(history, best.kept, best.score)
+        if rating >= best:
+            kept, best = keep(), rating
+    return Fitted(history, kept, best)
 
 
 @torch.inference_mode()

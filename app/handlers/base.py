@@ -67,10 +67,5 @@ class Handler(Generic[I, P, O]):
         """One pass over a tiny payload, so the first request pays no lazy initialisation."""
 
 
-def model_id(models: Models, name: str) -> str:
-    """The ``model`` field of responses: name and version, e.g. ``digit:1.1.0``."""
-    metadata = models[name].metadata
-    return f"{metadata['name']}:{metadata['version']}"
 
-
-__all__ = ["Handler", "model_id"]
+__all__ = ["Handler"]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from app.handlers.base import Handler, model_id
+from app.handlers.base import Handler
 from app.imaging import Images, decode_singles, open_uploads
 from app.settings import Settings
 from model.preprocess import normalise
@@ -66,7 +66,7 @@ class DigitHandler(Handler[Images, np.ndarray, Predictions]):
         return split(describe(class_probabilities(models, self.model, np.concatenate(payloads))), [len(p) for p in payloads])
 
     def encode(self, payload: np.ndarray, output: Predictions, models: Models) -> dict[str, Any]:
-        return {"model": model_id(models, self.model), "predictions": output}
+        return {"model": models.model_id(self.model), "predictions": output}
 
     def warm_up(self, models: Models) -> None:
         self.predict(models, [np.zeros((2, 28, 28), np.float32)])

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from app.failures import RequestFailed
-from app.handlers.base import Handler, model_id
-from app.imaging import Upload, decode_singles, open_uploads
+from app.handlers.base import Handler
+from app.imaging import Images, Upload, decode_singles, open_uploads
 from app.settings import Settings
 from model.preprocess import normalise
 
@@ -40,14 +40,17 @@ class DigitSumHandler(Handler[SumInputs, tuple[np.ndarray, int], dict[str, Any]]
     name = model = "digit_sum"
     decode_in_batch = True
 
-    def open(self, inputs: SumInputs, settings: Settings) -> list[Image.Image]:
+    @staticmethod
+    def _images(inputs: SumInputs) -> Images:
         image, _ = inputs
-        return open_uploads(image[None] if isinstance(image, np.ndarray) else [image], settings)
+        return image[None] if isinstance(image, np.ndarray) else [image]
+
+    def open(self, inputs: SumInputs, settings: Settings) -> list[Image.Image]:
+        return open_uploads(self._images(inputs), settings)
 
     def decode(self, inputs: SumInputs, opened: list[Image.Image], serving: Serving) -> tuple[np.ndarray, int]:
-        image, number = inputs
-        images = image[None] if isinstance(image, np.ndarray) else [image]
-        return decode_singles(images, opened, serving.models["digit_sum"].preprocess, "no_digit_found", serving)[0], number
+        array = decode_singles(self._images(inputs), opened, serving.models["digit_sum"].preprocess, "no_digit_found", serving)
+        return array[0], inputs[1]
 
     @torch.inference_mode()
     def predict(self, models: Models, payloads: list[tuple[np.ndarray, int]]) -> list[dict[str, Any]]:
@@ -61,7 +64,7 @@ class DigitSumHandler(Handler[SumInputs, tuple[np.ndarray, int], dict[str, Any]]
         return [{"digit": d, "probability": p, "sum": s} for d, p, s in zip(digits.tolist(), best.tolist(), sums)]
 
     def encode(self, payload: tuple[np.ndarray, int], output: dict[str, Any], models: Models) -> dict[str, Any]:
-        return {"model": model_id(models, "digit_sum"), "digit": output["digit"], "probability": output["probability"],
+        return {"model": models.model_id("digit_sum"), "digit": output["digit"], "probability": output["probability"],
                 "number": payload[1], "sum": output["sum"]}
 
     def warm_up(self, models: Models) -> None:

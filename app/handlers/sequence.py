@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from app.failures import RequestFailed
-from app.handlers.base import Handler, model_id
+from app.handlers.base import Handler
 from app.handlers.digit import Predictions, describe, split
 from app.imaging import Images, decode_singles, open_uploads
 from app.settings import Settings
@@ -52,7 +52,7 @@ class SequenceHandler(Handler[Images, np.ndarray, tuple[float, Predictions]]):
     def encode(self, payload: np.ndarray, output: tuple[float, Predictions], models: Models) -> dict[str, Any]:
         probability, read = output
         digits = [{"label": p["label"], "probability": p["probability"]} for p in read]
-        return {"model": model_id(models, "sequence"), "contains_4": probability >= 0.5, "probability": probability,
+        return {"model": models.model_id("sequence"), "contains_4": probability >= 0.5, "probability": probability,
                 "length": len(digits), "digits": digits}
 
     def warm_up(self, models: Models) -> None:

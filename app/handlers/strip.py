@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from app.failures import RequestFailed
-from app.handlers.base import Handler, model_id
+from app.handlers.base import Handler
 from app.imaging import MAX_SIDE, Upload, decode_image, open_image, stop_if_abandoned
 from app.settings import Settings
 from model.line import Line, LineConfig, Reading, read_lines, strip_to_line
@@ -66,7 +66,7 @@ class StripHandler(Handler[Upload, StripLine, Reading]):
         digits = [{"label": digit, "probability": p,
                    "box": [round(min(max(v / side, 0.0), 1.0), 4) for v, side in zip(box, (width, height, width, height))]}
                   for digit, p, box in zip(output.labels, output.probabilities, payload.line.boxes(output))]
-        return {"model": model_id(models, "line_reader"), "contains_4": output.contains_4 >= 0.5,
+        return {"model": models.model_id("line_reader"), "contains_4": output.contains_4 >= 0.5,
                 "probability": output.contains_4, "length": len(digits), "digits": digits}
 
     def warm_up(self, models: Models) -> None:

@@ -174,12 +174,15 @@ def test_a_blank_digit_is_refused_not_guessed(client):
 
 
 def test_unknown_models_and_versions_are_404(client):
-    assert client.get("/v2/models/digits").status_code == 404
+    unknown = client.get("/v2/models/digits")
+    assert unknown.status_code == 404 and unknown.json() == {
+        "error": "unknown model 'digits'; the models: digit, fashion, digit_sum, sequence", "code": "not_found"}
     assert client.get("/v2/models/digit/versions/9.9.9/ready").status_code == 404
     response = client.post("/v2/models/digit/versions/9.9.9/infer", json={"inputs": []})
-    assert response.status_code == 404 and "version" in response.json()["error"]
     version = client.get("/v2/models/digit").json()["versions"][0]
-    assert client.get(f"/v2/models/digit/versions/{version}").status_code == 200
+    assert response.status_code == 404 and f"it serves version '{version}'" in response.json()["error"]
+    assert client.get(f"/v2/models/digit/versions/{version}").json()["name"] == "digit"
+    assert client.get(f"/v2/models/digit/versions/{version}/ready").json() == {"name": "digit", "ready": True}
 
 
 def test_the_api_key_guards_the_models_not_the_health_routes():

@@ -63,10 +63,9 @@ def _batch(inputs: torch.Tensor, sequences: Sequences, index: np.ndarray) -> tup
     return inputs[torch.as_tensor(digits)], torch.as_tensor(sequences.lengths[index])
 
 
-@torch.inference_mode()
 def embeddings(model: SequenceNet, inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
-    model.eval()
-    return torch.cat([model.encoder(inputs[i : i + 1024].to(device)) for i in range(0, len(inputs), 1024)])
+    """The encoder's embeddings of clean images (``sequence.embed``, eval mode)."""
+    return sequence.embed(model.encoder, inputs, device)[0]
 
 
 def train_run(data: Prepared, rate: float, loss_name: str, seed: int, device: torch.device, epochs: int = EPOCHS,
