@@ -70,11 +70,13 @@ class Step:
 
 @dataclass
 class Fitted:
-    """The curves, and what ``keep`` returned for the epoch with the best score, with that score."""
+    """The curves, and what ``keep`` returned for the epoch with the best score, with that score
+    and that epoch."""
 
     history: History
     kept: Any
     score: float
+    epoch: int
 
 
 def train_epochs(epochs: int, description: str, steps: int, batches: Callable[[int], Iterable[Any]], step: Callable[[Any], Step],
@@ -87,7 +89,7 @@ def train_epochs(epochs: int, description: str, steps: int, batches: Callable[[i
     validation figures, recorded with the training loss and accuracy; the epoch whose record
     ``score`` rates highest (the last of equals) is the one ``keep`` copies.
     """
-    history, kept, best = History(), None, -float("inf")
+    history, kept, best, best_epoch = History(), None, -float("inf"), 0
     for epoch in range(1, epochs + 1):
         seen, loss_sum, correct = 0, 0.0, 0
         bar = progress(batches(epoch), steps, f"{description} {epoch}/{epochs}")
@@ -100,8 +102,8 @@ def train_epochs(epochs: int, description: str, steps: int, batches: Callable[[i
         history.add(epoch=epoch, train_loss=loss_sum / seen, train_acc=correct / seen, **validate(epoch))
         rating = score(history.epochs[-1])
         if rating >= best:
-            kept, best = keep(), rating
-    return Fitted(history, kept, best)
+            kept, best, best_epoch = keep(), rating, epoch
+    return Fitted(history, kept, best, best_epoch)
 
 
 @torch.inference_mode()
