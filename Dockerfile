@@ -3,6 +3,7 @@
 #
 #   docker build -t digitserve .
 #   docker build -t digitserve:cuda --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 .
+#   docker build -t digitserve:ray --build-arg EXTRAS=serve,ray .   (Ray Serve / KubeRay, deploy/ray)
 
 FROM python:3.11-slim AS build
 
@@ -13,6 +14,8 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # Unset for users (pip uses its indexes); CI points pip at a local wheel folder instead.
 ARG PIP_NO_INDEX
 ARG PIP_FIND_LINKS
+# The pyproject extras installed: serve, or serve,ray for the Ray Serve image.
+ARG EXTRAS=serve
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
@@ -23,7 +26,7 @@ RUN python -m venv /opt/venv \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY scripts/serve_requirements.py scripts/
-RUN python scripts/serve_requirements.py > /tmp/requirements.txt \
+RUN python scripts/serve_requirements.py "${EXTRAS}" > /tmp/requirements.txt \
     && /opt/venv/bin/pip install -r /tmp/requirements.txt
 # Only the packages serving needs; training/ stays out of the image.
 COPY model model

@@ -6,6 +6,7 @@ drain from dropping requests hold together."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import shutil
 import subprocess
 import sys
@@ -84,3 +85,21 @@ def test_the_kserve_predictor_speaks_the_open_inference_protocol():
     assert container["image"] and container["ports"][0]["containerPort"] == 8000
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+
+
+def test_the_ray_service_deploys_the_committed_serve_config():
+    service = by_kind(build("ray"))["RayService"]
+    assert service["apiVersion"] == "ray.io/v1" and service["metadata"]["name"]
+    committed = yaml.safe_load((ROOT / "deploy" / "ray" / "serve-config.yaml").read_text())
+    assert yaml.safe_load(service["spec"]["serveConfigV2"]) == committed
+    cluster = service["spec"]["rayClusterConfig"]
+    assert cluster["rayVersion"] == importlib.metadata.version("ray")
+    pods = [cluster["headGroupSpec"]["template"]] + [group["template"] for group in cluster["workerGroupSpecs"]]
+    for pod in pods:
+        (container,) = pod["spec"]["containers"]
+        assert container["image"] == "digitserve:ray" and container["resources"]["limits"]
+        assert pod["spec"]["securityContext"]["runAsNonRoot"]
+    (workers,) = cluster["workerGroupSpecs"]
+    assert workers["minReplicas"] <= workers["replicas"] <= workers["maxReplicas"]
+    (deployment,) = committed["applications"][0]["deployments"]
+    assert workers["template"]["spec"]["terminationGracePeriodSeconds"] > deployment["graceful_shutdown_timeout_s"]
