@@ -21,7 +21,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from model.architectures import build_model, count_parameters
 from model.checkpoint import Checkpoint, save_checkpoint
-from model.devices import select_device
+from training import distributed
 from training.calibration import expected_calibration_error, fit_temperature
 from training.data import Dataset, DigitData, flip_labels, load_split, prepare
 from training.loop import Step, batches, optimise, predict_logits, seed_everything, train_epochs
@@ -74,9 +74,11 @@ def test_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
 
 
 def train_classifier(options: RunOptions, task: ClassifierTask) -> Path:
+    """Train, calibrate, test and save one classifier; under torchrun, with every process taking
+    its share of each batch (``training.distributed``) and rank 0 alone writing."""
     started = time.time()
     generator = seed_everything(options.seed)
-    device = select_device(options.device)
+    world, device = distributed.join(options.device)
     data = prepare(options.data_dir, options.val_size, options.seed, options.limit, task.dataset)
     fit, val = data.fit, data.val
     fit_inputs = fit.inputs.to(device)
@@ -84,6 +86,7 @@ def train_classifier(options: RunOptions, task: ClassifierTask) -> Path:
     fit_labels = torch.as_tensor(flip_labels(fit.labels.numpy(), options.label_noise, classes, options.seed)).to(device)
 
     model = build_model(task.architecture, task.arguments).to(device, memory_format=torch.channels_last)
+    trained = world.wrap(model, device)  # what the steps run: the model, or its DDP wrapper
     optimizer = torch.optim.SGD(model.parameters(), lr=options.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     steps = -(-len(fit.labels) // options.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=options.lr, total_steps=options.epochs * steps, pct_start=0.2)
@@ -95,15 +98,21 @@ def train_classifier(options: RunOptions, task: ClassifierTask) -> Path:
         model.train()
         return batches(len(fit.labels), options.batch_size, generator)
 
+    examples = [0]  # trained on by this process
+
     def step(index: torch.Tensor) -> Step:
         index = index.to(device)
-        images = task.augment(fit_inputs[index], generator).contiguous(memory_format=torch.channels_last)
-        targets = fit_labels[index]
-        logits = model(images)
+        # The whole global batch is augmented, so that the random draws are the same for any
+        # number of processes; each then trains on its share.
+        images = world.shard(task.augment(fit_inputs[index], generator)).contiguous(memory_format=torch.channels_last)
+        targets = world.shard(fit_labels[index])
+        logits = trained(images)
         loss = F.cross_entropy(logits, targets, label_smoothing=task.label_smoothing)
         optimise(loss, optimizer, scheduler)
         ema.update_parameters(model)
-        return Step(loss.item(), len(index), int(logits.argmax(1).eq(targets).sum()))
+        examples[0] += len(targets)
+        loss_sum, count, correct = world.total(loss.item() * len(targets), len(targets), int(logits.argmax(1).eq(targets).sum()))
+        return Step(loss_sum / count, int(count), int(correct))
 
     def validate(epoch: int) -> dict[str, float]:
         val_logits = predict_logits(model, val.inputs, device)
@@ -113,8 +122,13 @@ def train_classifier(options: RunOptions, task: ClassifierTask) -> Path:
                 "val_acc_ema": float(ema_logits.argmax(1).eq(val.labels).float().mean())}
 
     fitted = train_epochs(options.epochs, task.name, steps, epoch_batches, step, validate, score=lambda r: r["val_acc_ema"],
-                 keep=lambda: copy.deepcopy(ema.module.state_dict()))
+                 keep=lambda: copy.deepcopy(ema.module.state_dict()), show=world.main)
     history = fitted.history
+    per_process = world.gather(examples[0])
+    if not world.main:
+        world.barrier()  # until rank 0 has written the checkpoint
+        distributed.leave(world)
+        return options.out
 
     model.load_state_dict(fitted.kept)
     raw_val = predict_logits(model, val.inputs, device)
@@ -142,7 +156,8 @@ def train_classifier(options: RunOptions, task: ClassifierTask) -> Path:
         "hyperparameters": {**options.hyperparameters(), "optimizer": "SGD nesterov 0.9, wd 5e-4",
                             "schedule": "one-cycle", "augmentation": repr(task.augment),
                             "label_smoothing": task.label_smoothing,
-                            "weights": f"exponential moving average, decay {options.ema_decay}"},
+                            "weights": f"exponential moving average, decay {options.ema_decay}",
+                            "processes": world.size, "examples_per_process": per_process},
         "metrics": metrics,
         "history": history.epochs,
         **provenance(device, started),
@@ -151,6 +166,8 @@ def train_classifier(options: RunOptions, task: ClassifierTask) -> Path:
     write_json(options.artefacts / "metrics.json", {"metrics": metrics, "history": history.epochs, "train_seconds": metadata["train_seconds"]})
     plot_curves(history.epochs, options.artefacts / "curves.png", f"{task.title} (test accuracy {100 * metrics['test_accuracy']:.2f}%)")
     plot_confusion(confusion, labels, options.artefacts / "confusion.png", f"{task.architecture}, {task.dataset.name} test split")
+    world.barrier()
+    distributed.leave(world)
     return options.out
 
 

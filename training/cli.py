@@ -21,6 +21,7 @@ import torch
 
 from model.checkpoint import load_checkpoint
 from model.devices import select_device
+from training import distributed
 from training.data import DATA_DIR_ENV, FASHION_MNIST
 from training.options import RunOptions
 from training.studies import STUDIES, StudyOptions
@@ -93,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.command == "train":
         task = TASKS[args.task]
+        world = distributed.current()
+        if world.size > 1 and not task.distributed:
+            capable = ", ".join(name for name, t in TASKS.items() if t.distributed)
+            raise SystemExit(f"{args.task} trains in one process only; under torchrun: {capable}")
         options = RunOptions(
             out=args.out or Path("weights") / f"{args.task.replace('-', '_')}.pt",
             data_dir=args.data_dir,
@@ -112,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             steps_per_epoch=args.steps_per_epoch,
         )
         path = task.train(options)
+        if not world.main:
+            return 0
         checkpoint = load_checkpoint(path)
         print(json.dumps({"checkpoint": str(path), "sha256": checkpoint.sha256, "metrics": checkpoint.metadata["metrics"],
                           "train_seconds": checkpoint.metadata["train_seconds"]}, indent=2))

@@ -29,8 +29,8 @@ def batches(count: int, batch_size: int, generator: torch.Generator | None, shuf
     yield from torch.split(order, batch_size)
 
 
-def progress(iterable: Any, total: int, description: str) -> tqdm:
-    return tqdm(iterable, total=total, desc=description, unit="batch", dynamic_ncols=True, leave=False)
+def progress(iterable: Any, total: int, description: str, show: bool = True) -> tqdm:
+    return tqdm(iterable, total=total, desc=description, unit="batch", dynamic_ncols=True, leave=False, disable=not show)
 
 
 def optimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -51,9 +51,12 @@ class History:
     """Per-epoch train/validation loss and accuracy: the training curves."""
 
     epochs: list[dict[str, float]] = field(default_factory=list)
+    show: bool = True  # print each epoch's line (only one process of a distributed run does)
 
     def add(self, **values: float) -> None:
         self.epochs.append({k: float(v) for k, v in values.items()})
+        if not self.show:
+            return
         parts = "  ".join(f"{k} {v:.4f}" for k, v in self.epochs[-1].items() if k != "epoch")
         tqdm.write(f"epoch {int(values['epoch'])}: {parts}")
 
@@ -81,18 +84,19 @@ class Fitted:
 
 def train_epochs(epochs: int, description: str, steps: int, batches: Callable[[int], Iterable[Any]], step: Callable[[Any], Step],
         validate: Callable[[int], dict[str, float]], score: Callable[[dict[str, float]], float],
-        keep: Callable[[], Any]) -> Fitted:
+        keep: Callable[[], Any], show: bool = True) -> Fitted:
     """The epoch loop of every training run.
 
     Each epoch: ``batches(epoch)`` (which also puts the model in training mode) feeds ``step``
     under a progress bar showing the running loss; then ``validate(epoch)`` gives the epoch's
     validation figures, recorded with the training loss and accuracy; the epoch whose record
-    ``score`` rates highest (the last of equals) is the one ``keep`` copies.
+    ``score`` rates highest (the last of equals) is the one ``keep`` copies. ``show=False`` (the
+    processes of a distributed run but the first) keeps it silent.
     """
-    history, kept, best, best_epoch = History(), None, -float("inf"), 0
+    history, kept, best, best_epoch = History(show=show), None, -float("inf"), 0
     for epoch in range(1, epochs + 1):
         seen, loss_sum, correct = 0, 0.0, 0
-        bar = progress(batches(epoch), steps, f"{description} {epoch}/{epochs}")
+        bar = progress(batches(epoch), steps, f"{description} {epoch}/{epochs}", show)
         for batch in bar:
             result = step(batch)
             seen += result.count

@@ -1,0 +1,57 @@
+"""Distributed training: ``torchrun --nproc-per-node 2`` on the CPU (gloo, 127.0.0.1) trains the
+digit model with both processes, rank 0 alone writes a checkpoint that loads, and the run follows
+the one-process run of the same seed (same global batches and augmentation)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from model.checkpoint import load_checkpoint
+from tests.conftest import ROOT
+from training.cli import main
+
+TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+ARGS = ["train", "digit", "--device", "cpu", "--limit", "2000", "--val-size", "500", "--epochs", "1", "--batch-size", "128"]
+
+
+def run(command: list[str], tmp_path: Path, mnist_dir: Path, name: str) -> tuple[Path, str]:
+    out = tmp_path / f"{name}.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    done = subprocess.run([*command, *ARGS, "--data-dir", str(mnist_dir), "--out", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, done.stdout + done.stderr
+
+
+def test_two_processes_train_one_model(tmp_path, mnist_dir):
+    assert TORCHRUN, "torchrun not found: it comes with torch"
+    two, log = run([TORCHRUN, "--nproc-per-node", "2", "--nnodes", "1", "--rdzv-backend", "c10d",
+                    "--rdzv-endpoint", "127.0.0.1:0", "-m", "training"], tmp_path, mnist_dir, "two")
+    one, _ = run([sys.executable, "-m", "training"], tmp_path, mnist_dir, "one")
+
+    checkpoint = load_checkpoint(two)  # verifies its checksum
+    hyperparameters = checkpoint.metadata["hyperparameters"]
+    assert hyperparameters["processes"] == 2
+    assert hyperparameters["examples_per_process"] == [1000, 1000], "both processes trained, each on its half"
+    assert log.count('"checkpoint":') == 1, "rank 0 alone reports"
+
+    single = load_checkpoint(one).metadata
+    assert single["hyperparameters"]["processes"] == 1
+    assert single["hyperparameters"]["examples_per_process"] == [2000]
+    # The same examples, augmentation, steps and learning rates; only dropout masks and the
+    # per-process batch-norm statistics differ.
+    loss_two, loss_one = checkpoint.metadata["history"][0]["train_loss"], single["history"][0]["train_loss"]
+    assert abs(loss_two - loss_one) < 0.1 * loss_one
+
+
+def test_a_task_that_trains_in_one_process_says_so_under_torchrun(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(SystemExit, match="sequence trains in one process only; under torchrun: digit, fashion"):
+        main(["train", "sequence", "--out", str(tmp_path / "s.pt")])
