@@ -107,11 +107,12 @@ def train_classifier(options: RunOptions, task: ClassifierTask) -> Path:
         images = world.shard(task.augment(fit_inputs[index], generator)).contiguous(memory_format=torch.channels_last)
         targets = world.shard(fit_labels[index])
         logits = trained(images)
-        loss = F.cross_entropy(logits, targets, label_smoothing=task.label_smoothing)
+        summed = F.cross_entropy(logits, targets, label_smoothing=task.label_smoothing, reduction="sum")
+        loss = world.mean_loss(summed, len(index))
         optimise(loss, optimizer, scheduler)
         ema.update_parameters(model)
         examples[0] += len(targets)
-        loss_sum, count, correct = world.total(loss.item() * len(targets), len(targets), int(logits.argmax(1).eq(targets).sum()))
+        loss_sum, count, correct = world.total(summed.item(), len(targets), int(logits.argmax(1).eq(targets).sum()))
         return Step(loss_sum / count, int(count), int(correct))
 
     def validate(epoch: int) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """Distributed training: ``torchrun --nproc-per-node 2`` on the CPU (gloo, 127.0.0.1) trains the
-digit model with both processes, rank 0 alone writes a checkpoint that loads, and the run follows
-the one-process run of the same seed (same global batches and augmentation)."""
+digit model with both processes, rank 0 alone writes a checkpoint that loads, and the run is the
+one-process run of the same seed up to floating-point rounding (a few steps: training amplifies
+rounding differences step after step)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from tests.conftest import ROOT
 from training.cli import main
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-ARGS = ["train", "digit", "--device", "cpu", "--limit", "2000", "--val-size", "500", "--epochs", "1", "--batch-size", "128"]
+ARGS = ["train", "digit", "--device", "cpu", "--limit", "256", "--val-size", "500", "--epochs", "1", "--batch-size", "128"]
 
 
 def run(command: list[str], tmp_path: Path, mnist_dir: Path, name: str) -> tuple[Path, str]:
@@ -38,16 +39,20 @@ def test_two_processes_train_one_model(tmp_path, mnist_dir):
     checkpoint = load_checkpoint(two)  # verifies its checksum
     hyperparameters = checkpoint.metadata["hyperparameters"]
     assert hyperparameters["processes"] == 2
-    assert hyperparameters["examples_per_process"] == [1000, 1000], "both processes trained, each on its half"
+    assert hyperparameters["examples_per_process"] == [128, 128], "both processes trained, each on its half"
     assert log.count('"checkpoint":') == 1, "rank 0 alone reports"
 
     single = load_checkpoint(one).metadata
     assert single["hyperparameters"]["processes"] == 1
-    assert single["hyperparameters"]["examples_per_process"] == [2000]
-    # The same examples, augmentation, steps and learning rates; only dropout masks and the
-    # per-process batch-norm statistics differ.
-    loss_two, loss_one = checkpoint.metadata["history"][0]["train_loss"], single["history"][0]["train_loss"]
-    assert abs(loss_two - loss_one) < 0.1 * loss_one
+    assert single["hyperparameters"]["examples_per_process"] == [256]
+    # Two steps, the first from the same weights: the same examples, augmentation, dropout masks
+    # and batch-norm statistics give the same mean loss up to rounding, which the update between
+    # the steps already amplifies to about 1e-4 (as between one process on one thread and on
+    # two: 2.2745 and 2.2742). With per-process dropout and batch norm the first loss alone
+    # differed by 0.3%.
+    two_epoch, one_epoch = checkpoint.metadata["history"][0], single["history"][0]
+    assert two_epoch["train_loss"] == pytest.approx(one_epoch["train_loss"], rel=1e-3)
+    assert two_epoch["train_acc"] == one_epoch["train_acc"]
 
 
 def test_a_task_that_trains_in_one_process_says_so_under_torchrun(monkeypatch, tmp_path):
