@@ -32,9 +32,9 @@ from tqdm.auto import tqdm
 
 from model.architectures import LineReader, count_parameters
 from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from model.devices import select_device
 from model.preprocess import NoInkError
 from model.line import BLANK_CLASS, DEFAULT_LINE, LineConfig, batch_lines, read_lines, steps_for, strip_to_line
+from training import distributed
 from training.data import Split, load_split, train_val_indices
 from training.loop import History, optimise, progress, seed_everything
 from training.provenance import provenance, write_json
@@ -53,8 +53,9 @@ TEST_STRIPS = 500  # per condition and style; per length law for the MNIST-made 
 class RenderedStrips(IterableDataset):
     """An endless stream of training batches of strips rendered from ``split``'s ``indices``.
 
-    Each worker draws from its own generator, seeded by (seed, worker): the stream is the same
-    for the same seed and worker count. Strips are rendered ``POOL`` batches at a time and
+    Each worker draws from its own generator, seeded by (seed, worker), and in a distributed run
+    by (seed, worker, rank) for ranks past the first: the stream is the same for the same seed,
+    worker count and rank, and the processes of a run train on different strips. Strips are rendered ``POOL`` batches at a time and
     grouped by width, so a batch's lines are padded to little more than their own width (a
     batch mixing a one-digit amount and a 30-digit strip would spend most of its work on
     padding)."""
@@ -62,13 +63,14 @@ class RenderedStrips(IterableDataset):
     POOL = 4
 
     def __init__(self, split: Split, indices: np.ndarray, seed: int, batch_size: int, style: Style = TRAIN_STYLE,
-                 line: LineConfig = DEFAULT_LINE) -> None:
+                 line: LineConfig = DEFAULT_LINE, rank: int = 0) -> None:
         self.images, self.labels = split.images[indices], split.labels[indices]
-        self.seed, self.batch_size, self.style, self.line = seed, batch_size, style, line
+        self.seed, self.batch_size, self.style, self.line, self.rank = seed, batch_size, style, line, rank
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
-        rng = np.random.default_rng([self.seed, info.id if info else 0])
+        key = [self.seed, info.id if info else 0] + ([self.rank] if self.rank else [])
+        rng = np.random.default_rng(key)
         while True:
             pool = []
             for _ in range(self.POOL * self.batch_size):
@@ -135,15 +137,21 @@ def evaluate_set(model: torch.nn.Module, strips: StripSet, device: torch.device,
 
 
 def train(options: RunOptions) -> Path:
+    """Train the line reader on freshly rendered strips. Under torchrun every process renders
+    its own strips (its share of ``--batch-size``, the global batch) and DDP averages the
+    gradients; rank 0 alone validates, reports and writes."""
     started = time.time()
     seed_everything(options.seed)
-    device = select_device(options.device)
+    world, device = distributed.join(options.device)
+    if options.batch_size % world.size:
+        raise SystemExit(f"--batch-size {options.batch_size} must divide by the {world.size} processes")
     train_split, test_split = load_split("train", options.data_dir), load_split("test", options.data_dir)
     fit_idx, val_idx = train_val_indices(len(train_split), options.val_size, options.seed)
     if options.limit:
         fit_idx = fit_idx[: options.limit]
     workers = options.workers if options.workers is not None else max(1, (os.cpu_count() or 2) - 1)
-    loader = DataLoader(RenderedStrips(train_split, fit_idx, options.seed, options.batch_size), batch_size=None,
+    loader = DataLoader(RenderedStrips(train_split, fit_idx, options.seed, options.batch_size // world.size, rank=world.rank),
+                        batch_size=None,
                         num_workers=workers, worker_init_fn=_one_thread, pin_memory=device.type == "cuda",
                         persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
     smoke = bool(options.limit)  # a smoke run: few steps, few evaluation strips
@@ -154,36 +162,46 @@ def train(options: RunOptions) -> Path:
     model = LineReader(**ARGUMENTS).to(device)
     if options.init_from:  # continue from an earlier run's weights (a second, shorter schedule)
         model.load_state_dict(load_checkpoint(options.init_from).model.state_dict())
+    trained = world.wrap(model, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=1e-2)
     steps_per_epoch = options.steps_per_epoch or (STEPS_PER_EPOCH if not smoke else max(2, options.limit // options.batch_size))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=options.lr, total_steps=options.epochs * steps_per_epoch,
                                                     pct_start=0.1)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(options.ema_decay), use_buffers=True)
-    history, best = History(), (-1.0, None)
-    options.artefacts.mkdir(parents=True, exist_ok=True)
+    history, best = History(show=world.main), (-1.0, None)
+    if world.main:
+        options.artefacts.mkdir(parents=True, exist_ok=True)
     stopped_after = options.epochs
     stream = iter(loader)
     for epoch in range(1, options.epochs + 1):
         model.train()
         loss_sum = 0.0
-        bar = progress(range(steps_per_epoch), steps_per_epoch, f"line reader {epoch}/{options.epochs}")
+        bar = progress(range(steps_per_epoch), steps_per_epoch, f"line reader {epoch}/{options.epochs}", world.main)
         for step in bar:
-            loss = ctc_loss(model, next(stream), device)
+            loss = ctc_loss(trained, next(stream), device)
             optimise(loss, optimizer, scheduler, clip_norm=CLIP_NORM)
             ema.update_parameters(model)
             loss_sum += loss.item()
             bar.set_postfix(loss=f"{loss_sum / (step + 1):.4f}")
-        val, val_dev = (evaluate_set(ema.module, s, device) for s in val_sets)
-        history.add(epoch=epoch, train_loss=loss_sum / steps_per_epoch, val_acc=val["exact"], val_acc_dev=val_dev["exact"],
-                    val_digit_error=val["digit_error"], val_digit_error_dev=val_dev["digit_error"])
-        chosen = (val["exact"] + val_dev["exact"]) / 2
-        if chosen >= best[0]:
-            best = (chosen, copy.deepcopy(ema.module.state_dict()))
-            torch.save(best[1], options.artefacts / "best_epoch.pt")  # survives a run cut short
-        if options.time_limit and time.time() - started > options.time_limit and epoch < options.epochs:
-            tqdm.write(f"time limit of {options.time_limit} s reached after epoch {epoch}: stopping")
+        (loss_sum,) = world.total(loss_sum / world.size)
+        time_up = bool(options.time_limit and time.time() - started > options.time_limit and epoch < options.epochs)
+        if world.main:
+            val, val_dev = (evaluate_set(ema.module, s, device) for s in val_sets)
+            history.add(epoch=epoch, train_loss=loss_sum / steps_per_epoch, val_acc=val["exact"], val_acc_dev=val_dev["exact"],
+                        val_digit_error=val["digit_error"], val_digit_error_dev=val_dev["digit_error"])
+            chosen = (val["exact"] + val_dev["exact"]) / 2
+            if chosen >= best[0]:
+                best = (chosen, copy.deepcopy(ema.module.state_dict()))
+                torch.save(best[1], options.artefacts / "best_epoch.pt")  # survives a run cut short
+        if world.total(float(time_up and world.main))[0]:  # rank 0's clock decides for every process
+            if world.main:
+                tqdm.write(f"time limit of {options.time_limit} s reached after epoch {epoch}: stopping")
             stopped_after = epoch
             break
+    if not world.main:
+        world.barrier()  # until rank 0 has written the checkpoint
+        distributed.leave(world)
+        return options.out
     model.load_state_dict(best[1])
     (options.artefacts / "best_epoch.pt").unlink()
     metrics = test_metrics(model, test_split, device, test_count)
@@ -199,7 +217,7 @@ def train(options: RunOptions) -> Path:
         "parameters": count_parameters(model),
         "dataset": {"name": "MNIST", "sha256": {**train_split.checksums, **test_split.checksums},
                     "strips": "rendered by training.render (TRAIN_STYLE), fresh each batch"},
-        "hyperparameters": {**options.hyperparameters(), "workers": workers, "optimizer": "AdamW wd 1e-2",
+        "hyperparameters": {**options.hyperparameters(), "workers": workers, "processes": world.size, "optimizer": "AdamW wd 1e-2",
                             "schedule": "one-cycle", "steps_per_epoch": steps_per_epoch, "loss": "CTC",
                             "epochs_run": stopped_after,
                             "weights": f"exponential moving average, decay {options.ema_decay}"},
@@ -212,6 +230,8 @@ def train(options: RunOptions) -> Path:
                                                     "train_seconds": metadata["train_seconds"]})
     plot_reading_curves(history.epochs, options.artefacts / "curves.png",
                         f"line reader (test: unseen-style cheque-like strips read exactly {100 * metrics['test_accuracy']:.1f}%)")
+    world.barrier()
+    distributed.leave(world)
     return options.out
 
 

@@ -33,7 +33,7 @@ TASKS: dict[str, Task] = {task.name: task for task in (
     Task("sequence", "SequenceNet", sequence.train, sequence.evaluate_command, epochs=8, lr=2e-3),
     Task("digit-sum", "DigitSumNet", digit_sum.train, digit_sum.evaluate_command, epochs=3, lr=1e-3),
     Task("fashion", "FashionNet", fashion.TASK.train, fashion.TASK.evaluate_command, epochs=24, lr=0.05, distributed=True),
-    Task("line-reader", "LineReader", line_reader.train, line_reader.evaluate_command, epochs=10, lr=2e-3),
+    Task("line-reader", "LineReader", line_reader.train, line_reader.evaluate_command, epochs=10, lr=2e-3, distributed=True),
 )}
 
 

@@ -58,5 +58,32 @@ def test_two_processes_train_one_model(tmp_path, mnist_dir):
 def test_a_task_that_trains_in_one_process_says_so_under_torchrun(monkeypatch, tmp_path):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
-    with pytest.raises(SystemExit, match="sequence trains in one process only; under torchrun: digit, fashion"):
+    with pytest.raises(SystemExit, match="sequence trains in one process only; under torchrun: digit, fashion, line-reader"):
         main(["train", "sequence", "--out", str(tmp_path / "s.pt")])
+
+
+def test_the_line_reader_trains_on_two_processes(tmp_path, mnist_dir):
+    """Each process renders its own strips (half of the global batch); DDP cannot take a step
+    without both, and rank 0 writes a checkpoint that loads and records them."""
+    out = tmp_path / "line_reader.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    done = subprocess.run([TORCHRUN, "--nproc-per-node", "2", "--nnodes", "1", "--rdzv-backend", "c10d",
+                           "--rdzv-endpoint", "127.0.0.1:0", "-m", "training", "train", "line-reader", "--device", "cpu",
+                           "--limit", "64", "--epochs", "1", "--batch-size", "16", "--workers", "0",
+                           "--data-dir", str(mnist_dir), "--out", str(out)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    checkpoint = load_checkpoint(out)
+    assert checkpoint.metadata["hyperparameters"]["processes"] == 2
+    assert checkpoint.metadata["history"][0]["train_loss"] > 0
+    assert "test_dev_style_cheque" in checkpoint.metadata["metrics"]
+
+
+def test_the_global_batch_must_divide_among_the_processes(tmp_path, mnist_dir):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    done = subprocess.run([TORCHRUN, "--nproc-per-node", "2", "--nnodes", "1", "--rdzv-backend", "c10d",
+                           "--rdzv-endpoint", "127.0.0.1:0", "-m", "training", "train", "line-reader", "--device", "cpu",
+                           "--limit", "64", "--epochs", "1", "--batch-size", "15", "--workers", "0",
+                           "--data-dir", str(mnist_dir), "--out", str(tmp_path / "x.pt")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "--batch-size 15 must divide by the 2 processes" in done.stdout + done.stderr
