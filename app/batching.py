@@ -10,6 +10,10 @@ that long after its first job arrived: fewer, fuller passes for a little latency
 The queue is bounded: a job that would take it past ``max_queue`` images is refused at once
 (``Overloaded``), so latency cannot grow without bound; a job whose deadline passes while it
 waits is dropped (``DeadlineExceeded``) rather than computed for a client that has given up.
+Jobs of at most one batch (``max_batch`` images: a digit or a few) have one batch of headroom
+above the bound, as the pixel budget gives small requests headroom: a queue filled by a few
+many-image requests turns away the next many-image request, not the single digits behind it,
+which cost the queue at most one more pass.
 """
 
 from __future__ import annotations
@@ -101,7 +105,8 @@ class Batcher(Generic[P, R]):
     async def submit(self, payload: P, size: int, deadline: float) -> R:
         """Queue ``payload`` (``size`` images) and wait for its result until ``deadline``
         (``time.monotonic()`` seconds). Raises ``Overloaded`` at once when the queue is full."""
-        if self._queued + size > self.max_queue and self._queued > 0:
+        bound = self.max_queue + (self.max_batch if size <= self.max_batch else 0)
+        if self._queued + size > bound and self._queued > 0:
             raise Overloaded()
         job: _Job[P, R] = _Job(payload, size, deadline, asyncio.get_running_loop().create_future())
         self._jobs.append(job)

@@ -78,9 +78,11 @@ async def normal_client(client: httpx.AsyncClient, url: str, payload, until: flo
         started = time.perf_counter()
         try:
             response = await client.post(url + "/predict/digit", files=payload, timeout=30)
-            statuses[("normal", response.status_code)] += 1
             if response.status_code == 200:
+                statuses[("normal", 200)] += 1
                 latencies.append(time.perf_counter() - started)
+            else:  # which refusal: the detail tells the pixel budget, the queue and admission apart
+                statuses[("normal", f"{response.status_code}: {response.json().get('detail', '')[:48]}")] += 1
         except httpx.TransportError as error:
             statuses[("normal", type(error).__name__)] += 1
         await asyncio.sleep(0.05)

@@ -104,18 +104,42 @@ def test_a_full_queue_refuses_at_once_and_recovers(executor) -> None:
     async def scenario():
         batcher = Batcher("t", recorder, executor, max_batch=1, max_wait=0.0, max_queue=2)
         running = await hold_first_pass(batcher, recorder)
-        queued = [asyncio.ensure_future(batcher.submit(n, 1, time.monotonic() + LATER)) for n in (1, 2)]
+        # two images fill the queue; single images have one batch (one image) of headroom
+        queued = [asyncio.ensure_future(batcher.submit(n, 1, time.monotonic() + LATER)) for n in (1, 2, 3)]
         await asyncio.sleep(0)
-        assert batcher.queued == 2
+        assert batcher.queued == 3
         with pytest.raises(Overloaded):
-            await batcher.submit(3, 1, time.monotonic() + LATER)
+            await batcher.submit(4, 1, time.monotonic() + LATER)
         recorder.gate.set()
         results = await asyncio.gather(running, *queued)
-        after = await batcher.submit(4, 1, time.monotonic() + LATER)  # serving normally again
+        after = await batcher.submit(5, 1, time.monotonic() + LATER)  # serving normally again
         await batcher.stop()
         return results, after
 
-    assert run(scenario()) == ([0, 2, 4], 8)
+    assert run(scenario()) == ([0, 2, 4, 6], 10)
+
+
+def test_a_queue_full_of_large_jobs_refuses_large_ones_but_not_small_ones(executor) -> None:
+    recorder = Recorder()
+
+    async def scenario():
+        batcher = Batcher("t", recorder, executor, max_batch=4, max_wait=0.0, max_queue=16)
+        running = await hold_first_pass(batcher, recorder)
+        large = asyncio.ensure_future(batcher.submit(1, 16, time.monotonic() + LATER))
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded):
+            await batcher.submit(2, 5, time.monotonic() + LATER)  # more than a batch: no headroom
+        small = [asyncio.ensure_future(batcher.submit(n, 2, time.monotonic() + LATER)) for n in (3, 4)]
+        await asyncio.sleep(0)
+        assert batcher.queued == 20
+        with pytest.raises(Overloaded):
+            await batcher.submit(5, 1, time.monotonic() + LATER)  # the headroom is one batch
+        recorder.gate.set()
+        results = await asyncio.gather(running, large, *small)
+        await batcher.stop()
+        return results
+
+    assert run(scenario()) == [0, 2, 6, 8]
 
 
 def test_a_job_past_its_deadline_is_dropped_not_computed(executor) -> None:
