@@ -13,7 +13,9 @@ waits is dropped (``DeadlineExceeded``) rather than computed for a client that h
 Jobs of at most one batch (``max_batch`` images: a digit or a few) have one batch of headroom
 above the bound, as the pixel budget gives small requests headroom: a queue filled by a few
 many-image requests turns away the next many-image request, not the single digits behind it,
-which cost the queue at most one more pass.
+which cost the queue at most one more pass. And a job larger than a batch lets the small jobs
+queued behind it go first, once: a digit waits for at most one many-image pass, not for every
+one queued before it, and the many-image job waits for at most one small pass.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class _Job(Generic[P, R]):
     deadline: float
     future: asyncio.Future[R]
     arrived: float = field(default_factory=time.monotonic)
+    overtaken: bool = False  # small jobs behind it have gone first once
 
 
 class Batcher(Generic[P, R]):
@@ -150,12 +153,8 @@ class Batcher(Generic[P, R]):
                 await asyncio.wait_for(self._arrival.wait(), remaining)
             except TimeoutError:
                 break
-        batch, images = [], 0
-        while self._jobs and (not batch or images + self._jobs[0].size <= self.max_batch):
-            job = self._jobs.popleft()
-            images += job.size
-            batch.append(job)
-        self._set_depth(self._queued - images)
+        batch = self._take()
+        self._set_depth(self._queued - sum(job.size for job in batch))
         now = time.monotonic()
         live = []
         for job in batch:
@@ -168,6 +167,29 @@ class Batcher(Generic[P, R]):
                 self.queue_wait.observe(now - job.arrived)
             live.append(job)
         return live
+
+    def _take(self) -> list[_Job[P, R]]:
+        """The next batch, out of the queue: the jobs at its head, up to ``max_batch`` images
+        (at least one job); or, when the head is a job larger than a batch that has not yet let
+        anything pass, the small jobs behind it."""
+        head = self._jobs[0]
+        if head.size > self.max_batch and not head.overtaken:
+            head.overtaken = True
+            small, images = [], 0
+            for job in self._jobs:
+                if job.size <= self.max_batch and images + job.size <= self.max_batch:
+                    small.append(job)
+                    images += job.size
+            if small:
+                for job in small:
+                    self._jobs.remove(job)
+                return small
+        batch, images = [], 0
+        while self._jobs and (not batch or images + self._jobs[0].size <= self.max_batch):
+            job = self._jobs.popleft()
+            images += job.size
+            batch.append(job)
+        return batch
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()

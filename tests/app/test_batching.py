@@ -174,3 +174,24 @@ def test_an_error_result_fails_only_its_own_job(executor) -> None:
     assert (good, other) == (2, 4)
     assert isinstance(bad, ValueError) and str(bad) == "bad -1"
     assert recorder.batches == [[1, -1, 2]]
+
+
+def test_small_jobs_pass_a_large_one_once(executor) -> None:
+    """A digit waits for at most one many-image pass; the many-image job for one small pass."""
+    recorder = Recorder()
+
+    async def scenario():
+        batcher = Batcher("t", recorder, executor, max_batch=4, max_wait=0.0, max_queue=64)
+        running = await hold_first_pass(batcher, recorder)
+        deadline = time.monotonic() + LATER
+        jobs = [asyncio.ensure_future(batcher.submit(n, size, deadline))
+                for n, size in ((10, 8), (1, 1), (11, 8), (2, 2), (3, 1), (4, 3))]
+        await asyncio.sleep(0)
+        recorder.gate.set()
+        await asyncio.gather(running, *jobs)
+        await batcher.stop()
+
+    run(scenario())
+    # 10 lets 1, 2 and 3 go first (4 does not fit with them); then 10 itself; then 11, reaching
+    # the head, lets 4 go first; then 11
+    assert recorder.batches == [[0], [1, 2, 3], [10], [4], [11]]
