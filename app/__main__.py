@@ -89,6 +89,7 @@ def main() -> None:
         access_log=False,  # app.observability writes one structured line per request instead
         timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
         timeout_keep_alive=settings.keep_alive_seconds,
+        http="app.connections:SilentConnectionsClose",  # silent connections close too
     )
     workers = settings.worker_count
     log.info("starting %d worker%s (WORKERS=%s)", workers, "s" * (workers > 1), settings.workers)

@@ -8,6 +8,9 @@ Starts ``python -m app`` (one worker unless ``--workers``) on a free port on 127
 * **at the limits**: one 40-megapixel image (under MAX_REQUEST_PIXELS), and 256 single digits;
 * **abandoned**: a request of 12 four-megapixel images whose client gives up after 0.2 s;
 
+and beside them ``--slow`` clients that send a digit's upload 8 bytes a second (the service must
+cut them off with 408 after ``BODY_TIMEOUT_SECONDS``) and ``--idle-connections`` connections that
+send nothing at all (closed by the service, or merely held: either way others must be served),
 while one well-behaved client sends a single digit every 50 ms and times each answer. The
 server's RSS is sampled every 0.2 s. After the attack the service idles ``--idle`` seconds and its
 RSS is read again; then it gets SIGTERM under a last burst, and the time to exit is measured.
@@ -28,6 +31,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from urllib.parse import urlsplit
 
 import httpx
 from PIL import Image
@@ -35,6 +39,18 @@ from PIL import Image
 from bench.processes import rss_mb, running_service
 from training.data import load_split
 from training.strips import digit_image, encode
+
+
+# How an attempt may end without being a failure of the service.
+FINE = {"gave up", "closed by the service", "still open at the end", "still sending at the end"}
+
+
+def acceptable(status: int | str) -> bool:
+    """An answer in {200, 4xx, 503} (a refusal's detail may follow its code), or a client-side end."""
+    code = int(status.split(":")[0]) if isinstance(status, str) and status[:3].isdigit() else status
+    if isinstance(code, int):
+        return code == 200 or 400 <= code < 500 or code == 503
+    return code in FINE
 
 
 def white_png(width: int, height: int) -> bytes:
@@ -72,6 +88,54 @@ async def attacker(client: httpx.AsyncClient, url: str, payloads: dict, until: f
             statuses[(kind, type(error).__name__)] += 1
 
 
+def _multipart(files: list[tuple[str, tuple[str, bytes, str]]]) -> tuple[bytes, str]:
+    request = httpx.Request("POST", "http://x/", files=files)
+    return request.read(), request.headers["content-type"]
+
+
+async def slow_client(url: str, payload, until: float, statuses: Counter) -> None:
+    """Send a digit's upload 8 bytes a second, again and again until ``until``; record how each
+    attempt ended: the service's status line, or still sending when the attack ended."""
+    parts = urlsplit(url)
+    body, content_type = _multipart(payload)
+    while time.monotonic() < until:
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        writer.write(f"POST /predict/digit HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: {content_type}\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode())
+        answer = asyncio.ensure_future(reader.readline())
+        sent = 0
+        while not answer.done() and sent < len(body) and time.monotonic() < until:
+            writer.write(body[sent : sent + 8])
+            sent += 8
+            try:
+                await writer.drain()
+            except ConnectionError:
+                break
+            await asyncio.wait([answer], timeout=1.0)
+        if answer.done() and not answer.exception():
+            line = answer.result().split()
+            statuses[("slow body", int(line[1]) if len(line) > 1 else "closed")] += 1
+        else:
+            answer.cancel()
+            statuses[("slow body", "still sending at the end")] += 1
+        writer.close()
+
+
+async def idle_connections(url: str, count: int, until: float, statuses: Counter) -> None:
+    """Open ``count`` connections that never send a byte, hold them until ``until``, and count
+    those the service closed meanwhile."""
+    parts = urlsplit(url)
+    opened = [await asyncio.open_connection(parts.hostname, parts.port) for _ in range(count)]
+    closed = [asyncio.ensure_future(reader.read()) for reader, _ in opened]
+    await asyncio.sleep(max(until - time.monotonic(), 0))
+    statuses[(f"idle connection x{count}", "closed by the service")] += sum(task.done() for task in closed)
+    statuses[(f"idle connection x{count}", "still open at the end")] += sum(not task.done() for task in closed)
+    for task in closed:
+        task.cancel()
+    for _, writer in opened:
+        writer.close()
+
+
 async def normal_client(client: httpx.AsyncClient, url: str, payload, until: float, latencies: list[float],
                         statuses: Counter) -> None:
     while time.monotonic() < until:
@@ -94,7 +158,8 @@ async def sampler(pid: int | None, until: float, samples: list[float]) -> None:
         await asyncio.sleep(0.2)
 
 
-async def attack(url: str, pid: int | None, payloads: dict, seconds: float, concurrency: int) -> tuple[Counter, list[float], list[float]]:
+async def attack(url: str, pid: int | None, payloads: dict, seconds: float, concurrency: int, slow: int = 4,
+                 idle: int = 200) -> tuple[Counter, list[float], list[float]]:
     statuses: Counter = Counter()
     latencies: list[float] = []
     samples: list[float] = []
@@ -103,6 +168,8 @@ async def attack(url: str, pid: int | None, payloads: dict, seconds: float, conc
     async with httpx.AsyncClient(limits=limits) as client:
         await asyncio.gather(sampler(pid, until, samples),
                              normal_client(client, url, payloads["normal"], until, latencies, statuses),
+                             idle_connections(url, idle, until, statuses),
+                             *(slow_client(url, payloads["normal"], until, statuses) for _ in range(slow)),
                              *(attacker(client, url, payloads, until, statuses) for _ in range(concurrency)))
     return statuses, latencies, samples
 
@@ -112,7 +179,9 @@ def main() -> int:
     parser.add_argument("--data-dir", help="MNIST IDX folder (default $MNIST_DATA_DIR)")
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--idle", type=float, default=30)
+    parser.add_argument("--idle", type=float, default=30, help="seconds of idling after the attack before RSS is read")
+    parser.add_argument("--slow", type=int, default=4, help="clients trickling their bodies")
+    parser.add_argument("--idle-connections", type=int, default=200, help="connections that never send a byte")
     parser.add_argument("--workers", default="1")
     parser.add_argument("--peak-bound-mb", type=float, default=1536)
     parser.add_argument("--idle-bound-mb", type=float, default=100)
@@ -121,13 +190,14 @@ def main() -> int:
     args = parser.parse_args()
     payloads = bodies(args.data_dir)
     if args.url:
-        return attack_running(args.url, payloads, args.seconds, args.concurrency)
+        return attack_running(args.url, payloads, args.seconds, args.concurrency, args.slow, args.idle_connections)
     ok = True
     with running_service(WORKERS=args.workers) as service:
         pid = service.process.pid
         httpx.post(service.url + "/predict/digit", files=payloads["normal"], timeout=30)
         before = rss_mb(pid)
-        statuses, latencies, samples = asyncio.run(attack(service.url, pid, payloads, args.seconds, args.concurrency))
+        statuses, latencies, samples = asyncio.run(attack(service.url, pid, payloads, args.seconds, args.concurrency,
+                                                          args.slow, args.idle_connections))
         peak = max(samples)
         time.sleep(args.idle)
         after = rss_mb(pid)
@@ -157,8 +227,8 @@ def main() -> int:
     print(f"normal client: {len(latencies)} answered, p50 {1000 * p50:.1f} ms, p99 {1000 * p99:.1f} ms, "
           f"max {1000 * (latencies[-1] if latencies else float('nan')):.1f} ms")
     print(f"SIGTERM under attack: exit code {code} after {exit_seconds:.1f} s")
-    bad = [key for key in statuses if isinstance(key[1], int) and not (key[1] == 200 or 400 <= key[1] < 500 or key[1] == 503)]
-    checks = {"answers only 200, 4xx, 503": not bad,
+    bad = [key for key in statuses if not acceptable(key[1])]
+    checks = {"answers only 200, 4xx, 503 (and no connection broken by the service)": not bad,
               f"peak RSS < {args.peak_bound_mb:.0f} MB": peak < args.peak_bound_mb,
               f"RSS after idle within {args.idle_bound_mb:.0f} MB of the start": after - before <= args.idle_bound_mb,
               "normal p99 < 1 s": p99 < 1.0,
@@ -169,15 +239,14 @@ def main() -> int:
     return 0 if ok else 1
 
 
-def attack_running(url: str, payloads: dict, seconds: float, concurrency: int) -> int:
+def attack_running(url: str, payloads: dict, seconds: float, concurrency: int, slow: int, idle: int) -> int:
     """The attack against a service someone else started: every answer in {200, 4xx, 503}, and a
     normal request answered 200 right after."""
-    statuses, latencies, _ = asyncio.run(attack(url, None, payloads, seconds, concurrency))
+    statuses, latencies, _ = asyncio.run(attack(url, None, payloads, seconds, concurrency, slow, idle))
     for (kind, status), count in sorted(statuses.items(), key=lambda item: (item[0][0], str(item[0][1]))):
         print(f"  {kind}: {status} x{count}")
     after = httpx.post(url + "/predict/digit", files=payloads["normal"], timeout=30).status_code
-    bad = [key for key in statuses if not (isinstance(key[1], int) and (key[1] == 200 or 400 <= key[1] < 500 or key[1] == 503))
-           and key[1] != "gave up"]
+    bad = [key for key in statuses if not acceptable(key[1])]
     print(f"normal client: {len(latencies)} answered during the attack; a normal request right after: {after}")
     if bad or after != 200:
         print(f"FAIL: answers outside 200/4xx/503 or transport errors {bad}, or {after} right after")

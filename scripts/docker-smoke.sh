@@ -134,8 +134,8 @@ echo "runs as: $user"
 log "requests to every endpoint"
 MNIST_DATA_DIR="$MNIST_DATA_DIR" "$PY" -m scripts.smoke_requests "http://127.0.0.1:$PUBLISHED_PORT"
 
-log "memory attack at concurrency 16 for 20 s (limit $(docker inspect --format '{{.HostConfig.Memory}}' digitserve-smoke-digitserve-1) bytes)"
-MNIST_DATA_DIR="$MNIST_DATA_DIR" "$PY" -m scripts.attack --url "http://127.0.0.1:$PUBLISHED_PORT" --seconds 20 --concurrency 16
+log "memory attack at concurrency 16 for ${ATTACK_SECONDS:-60} s (limit $(docker inspect --format '{{.HostConfig.Memory}}' digitserve-smoke-digitserve-1) bytes)"
+MNIST_DATA_DIR="$MNIST_DATA_DIR" "$PY" -m scripts.attack --url "http://127.0.0.1:$PUBLISHED_PORT" --seconds "${ATTACK_SECONDS:-60}" --concurrency 16
 oom=$(docker inspect --format '{{.State.OOMKilled}}' digitserve-smoke-digitserve-1)
 restarts=$(docker inspect --format '{{.RestartCount}}' digitserve-smoke-digitserve-1)
 echo "after the attack: OOMKilled=$oom, restarts=$restarts"

@@ -106,3 +106,33 @@ def test_a_body_trickled_slowly_is_cut_off_and_others_are_still_served(mnist_tes
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
         assert b'"code": "request_timeout"' in answer or b'"code":"request_timeout"' in answer
         assert 1.4 < time.monotonic() - started < 5
+
+
+def test_connections_that_send_nothing_are_closed_and_others_are_still_served(mnist_test):
+    """A hundred connections that never send a byte are closed after KEEP_ALIVE_SECONDS (uvicorn
+    alone keeps them open for ever), while a normal request is answered meanwhile."""
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    import httpx
+
+    from bench.processes import running_service
+    from training.strips import digit_image, encode
+
+    with running_service(KEEP_ALIVE_SECONDS="1") as service:
+        address = urlparse(service.url)
+        silent = [socket.create_connection((address.hostname, address.port)) for _ in range(100)]
+        upload = {"files": ("d.png", encode(digit_image(mnist_test.images[0])), "image/png")}
+        assert httpx.post(service.url + "/predict/digit", files=upload, timeout=10).status_code == 200
+        time.sleep(2.5)
+        closed = 0
+        for connection in silent:
+            connection.settimeout(2)
+            try:
+                closed += connection.recv(1) == b""  # the service closed it
+            except TimeoutError:
+                pass
+            connection.close()
+        assert closed == len(silent)
+        assert httpx.post(service.url + "/predict/digit", files=upload, timeout=10).status_code == 200
