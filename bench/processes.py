@@ -84,23 +84,25 @@ def running_service(**env: str) -> Iterator[Service]:
 
 
 @contextmanager
-def server(command: list[str], env: dict[str, str], port: int, cwd: Path = ROOT) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a server process (in ``cwd``) and wait until it answers; stop it (SIGTERM) afterwards."""
+def server(command: list[str], env: dict[str, str], port: int, cwd: Path = ROOT, ready: tuple[int, ...] = (200, 404),
+           start_seconds: float = 120) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server process (in ``cwd``) and wait until ``/readyz`` answers one of ``ready``
+    (404: the reference server has none); stop it (SIGTERM) afterwards."""
     process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + start_seconds
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"{command} exited with {process.returncode}")
             try:
-                if httpx.get(url + "/readyz", timeout=1).status_code in (200, 404):  # the reference has no /readyz
+                if httpx.get(url + "/readyz", timeout=1).status_code in ready:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{command} not ready after 120 s")
+                raise RuntimeError(f"{command} not ready after {start_seconds:.0f} s")
             time.sleep(0.2)
         yield process
     finally:
