@@ -23,6 +23,10 @@ its share of one process's computation would be:
 - dropout draws the global batch's mask from the shared random stream, as one process would,
   and applies its stride of it (``GlobalDropout``).
 
+That is exact on CPUs (and tested). On GPUs a single process draws dropout with CUDA's fused
+kernel, which consumes the random stream differently, and cuDNN is not deterministic anyway: there
+N processes train as one would in distribution, not step for step.
+
 Only the first process (rank 0) shows progress, writes the checkpoint, metrics and plots.
 """
 
