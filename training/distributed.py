@@ -23,9 +23,9 @@ its share of one process's computation would be:
 - dropout draws the global batch's mask from the shared random stream, as one process would,
   and applies its stride of it (``GlobalDropout``).
 
-That is exact on CPUs (and tested). On GPUs a single process draws dropout with CUDA's fused
-kernel, which consumes the random stream differently, and cuDNN is not deterministic anyway: there
-N processes train as one would in distribution, not step for step.
+On GPUs, CUDA's fused dropout consumes the random stream differently from ``bernoulli_``, so a
+single GPU process draws its dropout with ``GlobalDropout`` too. That GPU path has not been run
+here (no GPU); the CPU path is tested against a single process.
 
 Only the first process (rank 0) shows progress, writes the checkpoint, metrics and plots.
 """
@@ -87,6 +87,8 @@ class World:
         batch norm and dropout working over the global batch (its modules replaced in place,
         weights unchanged) and under DistributedDataParallel."""
         if self.size == 1:
+            if device.type == "cuda":  # CUDA's own dropout draws from the stream unlike bernoulli_
+                _replace(model, self, cpu_batch_norm=False)
             return model
         if device.type == "cuda":
             torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
