@@ -154,6 +154,23 @@ def _report(runs: list[dict], probes: dict[str, float], epochs: int, per_epoch: 
             lines.append(f"- {TITLES[loss]}: clean {100 * np.mean(clean[loss]):.2f}%, at 40% flipped "
                          f"{100 * np.mean(noisy[loss]):.2f}%: {gap:.2f} points below its clean figure "
                          f"(target: within 1 point{', met' if gap <= 1 else f', missed by {gap - 1:.2f}'}).")
+    top = max(e2e.RATES)
+    def last_gain(rate: float) -> list[float]:
+        return [100 * (r["history"][-1]["val_acc"] - r["history"][-2]["val_acc"]) for r in runs
+                if r["rate"] == rate and len(r["history"]) > 1]
+
+    rising, settled = last_gain(top), last_gain(0.0)
+    why = "" if not (rising and settled) else f"""
+Why the 40% runs stay short of their clean figures: each epoch draws fresh sequences, so no label,
+flipped or not, is seen twice and there is nothing to memorise, which is what noise-robust losses
+guard against. What the flips do is thin the signal: a flipped label pulls the opposite way, so
+at rate r a label carries 1 - 2r of its clean pull (a fifth at 40%) and about (1 - 2r)^2 of its
+information near the decision boundary (a twenty-fifth): 60,000 noisy sequences teach roughly
+what 2,400 clean ones would. The runs are short of data, not overfitting: in their last epoch the
+40% runs still gained {np.mean(rising):.2f} points of clean validation accuracy on average
+({min(rising):.2f} to {max(rising):.2f}), the clean runs {np.mean(settled):.2f}. More sequences
+per run would close the gap; the study keeps the original's budget of 60,000.
+"""
     best_clean = max((np.mean(v) for v in clean.values() if v), default=math.nan)
     verdict = (f"Best clean figure {100 * best_clean:.2f}% against the target 99.0% "
                f"({'met' if best_clean >= TARGET_CLEAN else f'missed by {100 * (TARGET_CLEAN - best_clean):.2f} points'}).")
@@ -190,7 +207,7 @@ say of it and of the last epoch:
 One standard error at 99% on 10,000 sequences is about {100 * error:.2f} points. {verdict}
 
 {chr(10).join(lines)}
-
+{why}
 How the epoch is chosen matters as much as the loss at these rates. Without clean labels the
 only yardstick is the noisy validation labels. Their accuracy is used: under symmetric flips its
 expectation is rate + (1 - 2 x rate) x the clean accuracy, so it ranks epochs as the clean
