@@ -28,7 +28,10 @@ from app.failures import RequestFailed
 
 # Release this many pixels or more and the allocator is trimmed once nothing is in flight.
 TRIM_AFTER_PIXELS = 4_000_000
-# Requests declaring at most this many pixels may use the headroom above the limit.
+# A small request: at most this many declared pixels (a few digits, a photo under a megapixel).
+# It may use the headroom above the limit, and a decode-in-batch handler decodes it on the
+# inference thread (``app.engine``); a larger one takes tens of milliseconds to decode and does
+# so in the thread pool.
 SMALL_REQUEST_PIXELS = 1_000_000
 HEADROOM_SHARE = 0.05
 

@@ -9,7 +9,7 @@ plan for small and large batches, and the inference metrics; it knows no handler
 Where decoding runs: a single digit takes ~0.15 ms to decode and preprocess, less than handing
 it to the thread pool and back costs the event loop, so those handlers decode inside the batch,
 on the inference thread (``decode_in_batch``; docs/performance.md has the measurements), unless
-the request's images declare over ``INLINE_DECODE_PIXELS``: big uploads decode in the thread pool
+the request's images declare over ``SMALL_REQUEST_PIXELS`` (``app.budget``): big uploads decode in the thread pool
 and never hold up other requests' passes. Strips and sequences take a millisecond or more and
 always decode in the thread pool first. With batching off
 (the benchmark's comparison), the request's own worker thread decodes and runs its pass alone.
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.concurrency import run_in_threadpool
 
 from app.batching import Batcher, DeadlineExceeded, Overloaded, run_unbatched
+from app.budget import SMALL_REQUEST_PIXELS
 from app.failures import RequestFailed
 from app.handlers.base import Handler
 from app.observability import Metrics
@@ -35,12 +36,6 @@ from app.tuning import ThreadPlan
 
 if TYPE_CHECKING:
     from app.deps import Serving
-
-
-# A request whose uploads declare more pixels than this decodes in the thread pool even when its
-# handler decodes in the batch: a photo or a 256-image upload takes tens of milliseconds or more
-# to decode, which on the inference thread would hold up every other request's forward pass.
-INLINE_DECODE_PIXELS = 1_000_000
 
 
 @dataclass
@@ -128,7 +123,7 @@ class Engine:
             if runner.batcher is None:
                 return await run_in_threadpool(self._alone, runner, inputs, opened, serving, endpoint)
             try:
-                if handler.decode_in_batch and pixels <= INLINE_DECODE_PIXELS:
+                if handler.decode_in_batch and pixels <= SMALL_REQUEST_PIXELS:
                     job = _Job(lambda: handler.decode(inputs, opened, serving), endpoint)
                     output = await runner.batcher.submit(job, handler.count(inputs), serving.deadline)
                     payload = job.payload

@@ -67,4 +67,12 @@ class Digitserve:
         return ray.get_runtime_context().get_node_id()
 
 
+def fixed_replicas(config: dict[str, Any], replicas: int) -> dict[str, Any]:
+    """The options a Serve config (``deploy/ray/serve-config.yaml``, parsed) gives this
+    deployment, with a fixed replica count instead of autoscaling (tests and benchmarks)."""
+    (deployment,) = config["applications"][0]["deployments"]
+    options = {key: value for key, value in deployment.items() if key not in ("name", "autoscaling_config")}
+    return {**options, "num_replicas": replicas}
+
+
 app = Digitserve.bind()

@@ -41,15 +41,13 @@ def serve_forever(port: int, replicas: int) -> None:
     import yaml
     from ray import serve
 
-    from app.ray_serve import Digitserve
+    from app.ray_serve import Digitserve, fixed_replicas
 
     config = yaml.safe_load((ROOT / "deploy" / "ray" / "serve-config.yaml").read_text())
-    (deployment,) = config["applications"][0]["deployments"]
-    options = {key: value for key, value in deployment.items() if key not in ("name", "autoscaling_config")}
     env_vars = {**config["applications"][0]["runtime_env"]["env_vars"], "DEVICE": "cpu", "LOG_LEVEL": "warning"}
     ray.init(include_dashboard=False, runtime_env={"env_vars": env_vars}, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(Digitserve.options(**options, num_replicas=replicas).bind(), name="digitserve", route_prefix="/")
+    serve.run(Digitserve.options(**fixed_replicas(config, replicas)).bind(), name="digitserve", route_prefix="/")
     print("ready", flush=True)
     while True:
         time.sleep(3600)

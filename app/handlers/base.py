@@ -67,5 +67,4 @@ class Handler(Generic[I, P, O]):
         """One pass over a tiny payload, so the first request pays no lazy initialisation."""
 
 
-
 __all__ = ["Handler"]

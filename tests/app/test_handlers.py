@@ -71,11 +71,11 @@ def test_a_toy_classifier_is_served_by_one_handler_one_row_and_one_route(tmp_pat
 
 def test_small_uploads_decode_in_the_batch_and_big_ones_before_it(mnist_test, monkeypatch):
     """A lone small digit is decoded on the inference thread inside its batch; a photo-sized one
-    (over INLINE_DECODE_PIXELS) in the thread pool, so it never holds up other requests' passes.
+    (over SMALL_REQUEST_PIXELS) in the thread pool, so it never holds up other requests' passes.
     Both are read right."""
     import threading
 
-    from app.engine import INLINE_DECODE_PIXELS
+    from app.budget import SMALL_REQUEST_PIXELS
     from tests.app.conftest import make_client
 
     threads: list[str] = []
@@ -85,7 +85,7 @@ def test_small_uploads_decode_in_the_batch_and_big_ones_before_it(mnist_test, mo
         threads.append(threading.current_thread().name)
         return decode(self, inputs, opened, serving)
 
-    side = int(INLINE_DECODE_PIXELS ** 0.5) + 100
+    side = int(SMALL_REQUEST_PIXELS ** 0.5) + 100
     with make_client() as client:
         monkeypatch.setattr(DigitHandler, "decode", recording)
         for size in (None, side):

@@ -33,7 +33,7 @@ from ray import serve  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 from ray.serve.schema import ServeDeploySchema  # noqa: E402
 
-from app.ray_serve import Digitserve  # noqa: E402
+from app.ray_serve import Digitserve, fixed_replicas  # noqa: E402
 
 CONFIG = yaml.safe_load((ROOT / "deploy" / "ray" / "serve-config.yaml").read_text())
 SENDERS = 4  # clients sending at once, so that requests are in flight on the node that dies
@@ -49,13 +49,6 @@ def test_the_serve_config_is_valid_and_deploys_this_app():
     assert deployment.autoscaling_config["min_replicas"] >= 2, "losing one replica must leave one serving"
     with pytest.raises(ValueError):
         ServeDeploySchema.model_validate({**CONFIG, "applications": [{**CONFIG["applications"][0], "import_path": 1}]})
-
-
-def deployment_options(replicas: int) -> dict:
-    """The committed config's options for the deployment, with a fixed replica count."""
-    (deployment,) = CONFIG["applications"][0]["deployments"]
-    options = {key: value for key, value in deployment.items() if key not in ("name", "autoscaling_config")}
-    return {**options, "num_replicas": replicas}
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +69,7 @@ def cluster() -> Iterator[Cluster]:
 def service(cluster: Cluster) -> Iterator[str]:
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
-    serve.run(Digitserve.options(**deployment_options(2)).bind(), name="digitserve", route_prefix="/")
+    serve.run(Digitserve.options(**fixed_replicas(CONFIG, 2)).bind(), name="digitserve", route_prefix="/")
     yield f"http://127.0.0.1:{port}"
 
 
