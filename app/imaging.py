@@ -86,7 +86,7 @@ def decode_image(image: Image.Image, name: str, max_side: int = MAX_SIDE["digit"
             elif image.mode not in _REDUCIBLE:
                 image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
             image = image.reduce(factor)
-        image = ImageOps.exif_transpose(image) or image
+        ImageOps.exif_transpose(image, in_place=True)  # (a copy when there is nothing to turn, otherwise)
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
         raise RequestFailed("corrupt_image", f"{name} could not be decoded: {error}") from None
     return image

@@ -1,10 +1,10 @@
 """Where one digit request's time goes: a sampling profile of the serving process under load.
 
     pip install py-spy
-    python -m bench.profile --data-dir ../shared/data/mnist [--compare /path/to/other/checkout]
+    python -m bench.profile --data-dir ../shared/data/mnist [--compare /path/to/other/checkout] [--body "digit x256"]
 
 Starts ``python -m app`` (one worker) from each checkout, drives it with ``hey`` at one client
-sending one 28x28 PNG digit per request, and samples every thread of the process with
+sending one 28x28 PNG digit per request (or another of ``bench.run``'s bodies), and samples every thread of the process with
 ``py-spy`` (``--format raw``: one line per distinct stack with its count; idle threads are not
 sampled). Each sample is put in the first category its stack reaches, from the innermost frame
 out, and the table gives each category's share of the busy samples and its CPU milliseconds per
@@ -73,10 +73,10 @@ def profile(root: Path, body, seconds: float, work: Path, label: str) -> tuple[C
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = comparison_args(__doc__.split("\n\n")[0], argv)
+    args = comparison_args(__doc__.split("\n\n")[0], argv, bodies=True)
     if shutil.which("py-spy") is None or shutil.which("hey") is None:
         raise SystemExit("needs py-spy (pip install py-spy) and hey (apt-get install hey)")
-    body = make_bodies(args.data_dir)["digit"]
+    body = make_bodies(args.data_dir)[args.body]
     work = Path(tempfile.mkdtemp(prefix="digitserve-profile-"))
     results = [(name, *profile(root, body, args.seconds, work, f"run{i}")) for i, (name, root) in enumerate(checkouts(args.compare))]
     names = [name for name, _ in CATEGORIES] + [OTHER]

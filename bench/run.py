@@ -132,13 +132,18 @@ def make_bodies(data_dir: str | None) -> dict[str, Body]:
     }
 
 
-def comparison_args(description: str, argv: list[str] | None) -> argparse.Namespace:
-    """The command line of bench.strips and bench.profile: data, seconds per run, and another
-    checkout to measure the same way."""
+BODIES = ("digit, OIP binary FP32", "digit", "digit x256", "sequence strip x10", "digit-sum")
+
+
+def comparison_args(description: str, argv: list[str] | None, bodies: bool = False) -> argparse.Namespace:
+    """The command line of bench.strips and bench.profile: data, seconds per run, another
+    checkout to measure the same way, and (``bodies``) which of ``make_bodies``' requests to send."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--compare", type=Path, help="another checkout to measure the same way (e.g. an older commit)")
+    if bodies:
+        parser.add_argument("--body", choices=BODIES, default="digit", help="the request sent (default: one digit)")
     return parser.parse_args(argv)
 
 

@@ -160,40 +160,81 @@ def resize_ink(ink: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.frombuffer(resized.tobytes(), dtype=np.float32).reshape(height, width)
 
 
-def ink_to_array(ink: np.ndarray, config: PreprocessConfig = DEFAULT_CONFIG) -> np.ndarray:
-    """Ink map of one digit -> the 28x28 MNIST-style array in [0, 1] (not yet normalised).
+def _bilinear_weights(starts: np.ndarray, sizes: np.ndarray, outs: np.ndarray, length: int, out_length: int) -> np.ndarray:
+    """[N, out_length, length]: for each image, the matrix that resamples the span
+    [start, start + size) of an axis of ``length`` pixels to ``out`` pixels (rows past ``out`` are
+    zero), with the coefficients of Pillow's BILINEAR filter (``Resample.c``): a triangle widened
+    by the scale when shrinking (so that it averages instead of skipping pixels), each row
+    normalised over the span's pixels. Matrices instead of Pillow's loops let one matrix product
+    resize a whole batch."""
+    scale = sizes / outs
+    support = np.maximum(scale, 1.0)[:, None, None]  # the triangle's half-width, in input pixels
+    centre = ((np.arange(out_length) + 0.5)[None, :] * scale[:, None] - 0.5)[..., None]  # [N, out, 1]
+    x = (np.arange(length)[None, :] - starts[:, None])[:, None, :]  # [N, 1, length], span coordinates
+    # Pixels of the span, rows of the output: 1.0 or 0.0 (a float mask multiplies fast).
+    inside = ((x >= 0) & (x < sizes[:, None, None])).astype(np.float64)
+    used = (np.arange(out_length)[None, :] < outs[:, None])[..., None].astype(np.float64)
+    weights = np.maximum(1.0 - np.abs(x - centre) / support, 0.0)
+    weights *= inside
+    weights *= used
+    total = weights.sum(axis=2, keepdims=True)
+    return np.divide(weights, total, out=weights, where=total > 0)
 
-    Crop to the ink's bounding box, resize so its longer side is ``box`` pixels (aspect ratio
-    kept), rescale to a peak of 1, and paste so the centre of mass (or, with ``centre="box"``,
-    the box) lies at the canvas centre.
+
+def inks_to_arrays(inks: np.ndarray, config: PreprocessConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """[N, H, W] ink maps of one digit each -> [N, 28, 28] MNIST-style arrays in [0, 1] (not yet
+    normalised), in a few array operations for the whole batch.
+
+    For each image: crop to the ink's bounding box, resize (Pillow's bilinear filter, as matrices)
+    so its longer side is ``box`` pixels (aspect ratio kept), rescale to a peak of 1, and paste so
+    the centre of mass (or, with ``centre="box"``, the box) lies at the canvas centre.
+
+    Raises NoInkError (``index``: the first such image) for a map with no ink.
     """
-    rows = np.flatnonzero(ink.any(axis=1))  # ink is never negative
-    cols = np.flatnonzero(ink.any(axis=0))
-    if rows.size == 0:
-        raise NoInkError("no ink found in the digit image")
-    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    height, width = crop.shape
-    scale = config.box / max(height, width)
-    new_h = max(1, round(height * scale))
-    new_w = max(1, round(width * scale))
-    patch = np.maximum(resize_ink(crop, new_w, new_h), 0.0)
-    peak = float(patch.max())
-    if peak <= 0:
-        raise NoInkError("no ink left after resizing")
-    patch /= peak
+    inks = np.asarray(inks, dtype=np.float32)
+    count, height, width = inks.shape
+    rows, cols = inks.any(axis=2), inks.any(axis=1)  # ink is never negative
+    empty = ~rows.any(axis=1)
+    if empty.any():
+        raise NoInkError("no ink found in the digit image", index=int(np.argmax(empty)))
+    top, left = rows.argmax(axis=1), cols.argmax(axis=1)
+    crop_h = height - rows[:, ::-1].argmax(axis=1) - top
+    crop_w = width - cols[:, ::-1].argmax(axis=1) - left
+    scale = config.box / np.maximum(crop_h, crop_w)
+    new_h = np.maximum(np.rint(crop_h * scale), 1).astype(np.int64)
+    new_w = np.maximum(np.rint(crop_w * scale), 1).astype(np.int64)
+    across = _bilinear_weights(left, crop_w, new_w, width, config.box).astype(np.float32)
+    down = _bilinear_weights(top, crop_h, new_h, height, config.box).astype(np.float32)
+    patches = np.maximum(down @ (inks @ across.transpose(0, 2, 1)), 0.0)  # [N, box, box], zero past new_h, new_w
+    peak = patches.max(axis=(1, 2))
+    if (peak <= 0).any():
+        raise NoInkError("no ink left after resizing", index=int(np.argmax(peak <= 0)))
+    patches /= peak[:, None, None]
 
     if config.centre == "box":
-        top, left = (config.canvas - new_h) // 2, (config.canvas - new_w) // 2
+        paste_top, paste_left = (config.canvas - new_h) // 2, (config.canvas - new_w) // 2
     else:
-        total = float(patch.sum())
-        com_y = float((np.arange(new_h)[:, None] * patch).sum()) / total
-        com_x = float((np.arange(new_w) * patch).sum()) / total
+        mass = patches.sum(axis=(1, 2), dtype=np.float64)
+        offsets = np.arange(config.box)
+        com_y = (patches.sum(axis=2, dtype=np.float64) * offsets).sum(axis=1) / mass
+        com_x = (patches.sum(axis=1, dtype=np.float64) * offsets).sum(axis=1) / mass
         centre = (config.canvas - 1) / 2.0
-        top = min(max(round(centre - com_y), 0), config.canvas - new_h)
-        left = min(max(round(centre - com_x), 0), config.canvas - new_w)
-    canvas = np.zeros((config.canvas, config.canvas), dtype=np.float32)
-    canvas[top : top + new_h, left : left + new_w] = patch
-    return canvas
+        paste_top = np.clip(np.rint(centre - com_y).astype(np.int64), 0, config.canvas - new_h)
+        paste_left = np.clip(np.rint(centre - com_x).astype(np.int64), 0, config.canvas - new_w)
+    # Paste each box-sized patch (zero past its resized size) onto a canvas with room for it.
+    canvas = np.zeros((count, config.canvas + config.box, config.canvas + config.box), dtype=np.float32)
+    ys = (paste_top[:, None] + np.arange(config.box))[:, :, None]
+    xs = (paste_left[:, None] + np.arange(config.box))[:, None, :]
+    canvas[np.arange(count)[:, None, None], ys, xs] = patches
+    return canvas[:, : config.canvas, : config.canvas]
+
+
+def ink_to_array(ink: np.ndarray, config: PreprocessConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """Ink map of one digit -> the 28x28 MNIST-style array in [0, 1] (``inks_to_arrays``)."""
+    try:
+        return inks_to_arrays(ink[None], config)[0]
+    except NoInkError as error:
+        raise NoInkError(str(error)) from None
 
 
 def normalise(arrays: np.ndarray, config: PreprocessConfig = DEFAULT_CONFIG) -> torch.Tensor:
@@ -227,16 +268,13 @@ def preprocess_digits(images: Sequence[Image.Image | np.ndarray] | np.ndarray,
         if gray.ndim != 2 or gray.size == 0:
             raise NoInkError("expected a non-empty 2-D image", index=position)
         by_shape.setdefault(gray.shape, []).append(position)
-    inks: list[np.ndarray | None] = [None] * len(grays)
-    for positions in by_shape.values():
-        group, blank = to_inks(np.stack([grays[p] for p in positions]), config)
-        for position, ink, empty in zip(positions, group, blank, strict=True):
-            inks[position] = None if empty else ink
-    for position, ink in enumerate(inks):
-        if ink is None:
-            raise NoInkError(BLANK, index=position)
+    groups = [(positions, *to_inks(np.stack([grays[p] for p in positions]), config)) for positions in by_shape.values()]
+    blanks = [p for positions, _, blank in groups for p, empty in zip(positions, blank, strict=True) if empty]
+    if blanks:
+        raise NoInkError(BLANK, index=min(blanks))
+    for positions, inks, _ in groups:
         try:
-            out[position] = ink_to_array(ink, config)
+            out[positions] = inks_to_arrays(inks, config)
         except NoInkError as error:
-            raise NoInkError(str(error), index=position) from None
+            raise NoInkError(str(error), index=positions[error.index or 0]) from None
     return out

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from model.checkpoint import Checkpoint
-from model.preprocess import NoInkError, normalise, preprocess_digit, preprocess_digits, to_gray
+from model.preprocess import NoInkError, normalise, preprocess_digit, preprocess_digits, to_gray, to_inks
 from training.strips import digit_image, encode
 
 
@@ -146,3 +146,58 @@ def test_digits_keep_centre_of_mass_framing(mnist_test):
     assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 == 20
     ys, xs = np.indices(array.shape)
     assert abs((ys * array).sum() / array.sum() - 13.5) <= 0.5 and abs((xs * array).sum() / array.sum() - 13.5) <= 0.5
+
+
+def _pillow_array(ink: np.ndarray, config) -> np.ndarray:
+    """The normalisation written the plain way, one image with Pillow's own resize: the oracle
+    the batched matrices must agree with."""
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    crop = np.ascontiguousarray(ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+    height, width = crop.shape
+    scale = config.box / max(height, width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    image = Image.frombuffer("F", (width, height), crop, "raw", "F", 0, 1)
+    patch = np.asarray(image.resize((new_w, new_h), Image.Resampling.BILINEAR), dtype=np.float32).clip(0, None)
+    patch = patch / patch.max()
+    if config.centre == "box":
+        top, left = (config.canvas - new_h) // 2, (config.canvas - new_w) // 2
+    else:
+        ys, xs = np.indices(patch.shape)
+        centre = (config.canvas - 1) / 2
+        top = min(max(round(centre - (ys * patch).sum() / patch.sum()), 0), config.canvas - new_h)
+        left = min(max(round(centre - (xs * patch).sum() / patch.sum()), 0), config.canvas - new_w)
+    canvas = np.zeros((config.canvas, config.canvas), np.float32)
+    canvas[top : top + new_h, left : left + new_w] = patch
+    return canvas
+
+
+def _ink_box(array: np.ndarray) -> tuple[slice, slice]:
+    rows, cols = np.flatnonzero(array.any(axis=1)), np.flatnonzero(array.any(axis=0))
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def test_the_batched_resize_is_pillows_bilinear_resize(mnist_test, fashion_test):
+    """``preprocess_digits`` resizes a whole batch with matrix products; every array must be what
+    one-image-at-a-time code with Pillow's BILINEAR resize gives: MNIST and Fashion-MNIST test
+    images (shrunk, grown, both framings), and random sparse inks of 1-200 pixels a side, where an
+    exact tie in the centre of mass may round the other way (one pixel)."""
+    from model.preprocess import DEFAULT_CONFIG, FASHION_CONFIG
+
+    for config, split in ((DEFAULT_CONFIG, mnist_test), (FASHION_CONFIG, fashion_test)):
+        grays = split.images[:300].astype(np.float32) / 255
+        for scaled in (grays, np.kron(grays, np.ones((1, 3, 3), np.float32))):  # 28 and 84 pixels
+            batch = preprocess_digits(scaled, config)
+            oracle = np.stack([_pillow_array(ink, config) for ink in to_inks(scaled, config)[0]])
+            np.testing.assert_allclose(batch, oracle, atol=1e-5)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        height, width = rng.integers(3, 200, size=2)
+        ink = np.zeros((height, width), np.float32)
+        h, w = rng.integers(1, height + 1), rng.integers(1, width + 1)
+        top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+        ink[top : top + h, left : left + w] = rng.random((h, w)) * (rng.random((h, w)) > 0.3)
+        ink[top, left] = ink[top + h - 1, left + w - 1] = 1.0
+        ours, oracle = preprocess_digits(ink[None])[0], _pillow_array(to_inks(ink[None])[0][0], DEFAULT_CONFIG)
+        here, there = _ink_box(ours), _ink_box(oracle)
+        np.testing.assert_allclose(ours[here], oracle[there], atol=1e-5)
+        assert all(abs(a.start - b.start) <= 1 for a, b in zip(here, there, strict=True))
