@@ -18,15 +18,14 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from app import tuning
-from app.budget import PixelBudget
 from app.catalog import CATALOG, ModelSpec
-from app.engine import Engine
+from app.deps import require_api_key
+from app.engine import LARGE_BATCH, Engine
 from app.errors import install_error_handlers
 from app.middleware import Admission, Readiness, RequestObserver
 from app.observability import Metrics
 from app.registry import load_models
 from app.routers import models, ops, page, predict, v2
-from app.security import require_api_key
 from app.settings import Settings
 from model.checkpoint import CheckpointError
 
@@ -60,11 +59,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     tuning.freeze_startup_objects()
     readiness.ready = True
     log.info("ready: %d models on %s, torch threads %d (%d for batches of %d+ images), batching %s", len(loaded.checkpoints),
-             loaded.device, engine.threads.small, engine.threads.large, tuning.LARGE_BATCH,
+             loaded.device, engine.threads.small, engine.threads.large, LARGE_BATCH,
              f"up to {settings.batch_max_size} images / {settings.batch_max_wait_ms} ms" if settings.batching else "off")
     try:
-        yield {"models": loaded, "engine": engine,
-               "pixels": PixelBudget(settings.max_request_pixels, settings.max_inflight_pixels)}
+        yield {"models": loaded, "engine": engine}
     finally:
         readiness.ready = False
         log.info("shutting down")

@@ -30,11 +30,11 @@ from bench.run import comparison_args, checkouts, hey, make_bodies
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("model (torch)", ("torch/", "model/inference.py", "model/architectures.py", "model/line.py")),
     ("preprocessing", ("model/preprocess.py", "numpy/")),
-    ("image decoding (Pillow)", ("PIL/", "app/imaging.py")),
+    ("image decoding (Pillow)", ("PIL/", "app/handlers/uploads.py")),
     ("multipart parsing", ("multipart/", "formparsers.py")),
     ("metrics and logging", ("prometheus_client/", "logging/", "app/observability.py")),
     ("encoding the answer", ("pydantic", "json/", "fastapi/encoders.py", "serialize_response", "responses.py")),
-    ("queueing and hand-offs", ("app/batching.py", "app/engine.py", "concurrent/futures", "threading.py",
+    ("queueing and hand-offs", ("app/engine.py", "concurrent/futures", "threading.py",
                                 "starlette/concurrency.py", "anyio/", "run_in_executor", "call_soon_threadsafe")),
     ("routing, dependencies, middleware, pipeline", ("fastapi/", "starlette/", "app/")),
     ("HTTP (uvicorn, h11/httptools)", ("uvicorn/", "h11/", "httptools")),

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from app.batching import Batcher, DeadlineExceeded, Overloaded
+from app.engine import Batcher, DeadlineExceeded, Overloaded
 
 LATER = 3600.0  # a deadline that never comes in these tests
 

@@ -75,7 +75,7 @@ def test_small_uploads_decode_in_the_batch_and_big_ones_before_it(mnist_test, mo
     Both are read right."""
     import threading
 
-    from app.budget import SMALL_REQUEST_PIXELS
+    from app.engine import SMALL_REQUEST_PIXELS
     from tests.app.conftest import make_client
 
     threads: list[str] = []

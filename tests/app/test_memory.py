@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.budget import PixelBudget
+from app.engine import PixelBudget
 from app.errors import HEADERS, status_of
 from app.failures import RequestFailed
-from app.imaging import MAX_SIDE, decode_image, open_image
+from app.handlers.uploads import MAX_SIDE, decode_image, open_image
 from bench.processes import running_service
 from tests.app.conftest import make_client, png_part
 from training.strips import digit_image, encode

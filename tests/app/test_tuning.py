@@ -1,12 +1,12 @@
-"""Process tuning: torch threads per forward pass (app/tuning.py)."""
+"""torch threads per forward pass (the engine's ThreadPlan)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from app.engine import LARGE_BATCH, ThreadPlan
 from app.settings import Settings
-from app.tuning import LARGE_BATCH, ThreadPlan
 from model.devices import usable_cpus
 
 
