@@ -1,5 +1,6 @@
-"""Dependencies the routes declare with ``Annotated``: settings, loaded models, metrics, and for
-predictions all of those with the engine and the request's deadline (``Serving``).
+"""Dependencies the routes declare with ``Annotated``: settings, loaded models, metrics, for
+predictions all of those with the engine and the request's deadline (``Serving``), and the
+optional API key (``require_api_key``).
 
 All are ``async def``: they only read state, and FastAPI runs a plain ``def`` dependency in the
 thread pool, a round trip per dependency per request that cost more than the whole forward pass.
@@ -8,6 +9,7 @@ thread pool, a round trip per dependency per request that cost more than the who
 from __future__ import annotations
 
 import asyncio
+import hmac
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from app.budget import PixelBudget
 from app.engine import Engine
 from app.failures import RequestFailed
 from app.observability import Metrics
@@ -45,15 +47,14 @@ class Serving:
     """Everything a prediction needs, as one dependency: the loaded models, the engine that runs
     them, the settings, the metrics, when this request stops being worth answering (its
     arrival, as stamped by ``Admission``, plus REQUEST_TIMEOUT_SECONDS, in ``time.monotonic()``),
-    this worker's budget of decoded pixels, and whether the client has gone away (set from the
-    event loop, read between images on whichever thread decodes them)."""
+    and whether the client has gone away (set from the event loop, read between images on
+    whichever thread decodes them)."""
 
     models: Models
     engine: Engine
     settings: Settings
     metrics: Metrics
     deadline: float
-    pixels: PixelBudget
     disconnected: threading.Event = field(default_factory=threading.Event)
 
 
@@ -75,7 +76,7 @@ async def serving_scope(request: Request) -> AsyncIterator[Serving]:
     models = await get_models(request)
     settings: Settings = request.app.state.settings
     serving = Serving(models, request.state.engine, settings, request.app.state.metrics,
-                      request.state.arrived + settings.request_timeout_seconds, request.state.pixels)
+                      request.state.arrived + settings.request_timeout_seconds)
     watcher = asyncio.create_task(_watch_for_disconnect(request, serving.disconnected))
     try:
         yield serving
@@ -93,3 +94,25 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ModelsDep = Annotated[Models, Depends(get_models)]
 ServingDep = Annotated[Serving, Depends(get_serving)]
+
+
+# The API key: off unless ``API_KEY`` is set, then required on predictions, models and metrics
+# (health, readiness and the docs stay open). Sent as ``Authorization: Bearer <key>`` or
+# ``X-API-Key: <key>``, compared in constant time, never logged. auto_error=False: the schemes
+# document themselves in OpenAPI ("Authorize" in /docs) while this module decides, so a missing
+# key gets our error shape rather than FastAPI's.
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API_KEY>")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: <API_KEY>")
+
+
+async def require_api_key(
+    settings: SettingsDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header: Annotated[str | None, Depends(_header)],
+) -> None:
+    if settings.api_key is None:
+        return
+    expected = settings.api_key.get_secret_value().encode()
+    offered = (bearer.credentials if bearer else header or "").encode()
+    if not hmac.compare_digest(offered, expected):
+        raise RequestFailed("unauthorized", "missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,23 +23,19 @@ log = logging.getLogger("app.registry")
 @dataclass(frozen=True)
 class Models:
     """The loaded checkpoints by catalog name (identity, metadata, checksum, preprocessing), their
-    networks in serving form (``model.inference.for_inference``: what runs), and the device."""
+    networks in serving form (``model.inference.for_inference``: what runs), the ``model`` field
+    of their responses (name and version, e.g. ``digit:1.1.0``), and the device. Plain mappings:
+    a handler reads what it needs without a call into this module."""
 
     checkpoints: Mapping[str, Checkpoint]
     nets: Mapping[str, nn.Module]
     device: torch.device
     catalog: Mapping[str, ModelSpec]
+    ids: Mapping[str, str] = field(init=False)
 
-    def __getitem__(self, name: str) -> Checkpoint:
-        return self.checkpoints[name]
-
-    def net(self, name: str) -> nn.Module:
-        return self.nets[name]
-
-    def model_id(self, name: str) -> str:
-        """The ``model`` field of responses: name and version, e.g. ``digit:1.1.0``."""
-        metadata = self.checkpoints[name].metadata
-        return f"{metadata['name']}:{metadata['version']}"
+    def __post_init__(self) -> None:
+        ids = {name: f"{c.metadata['name']}:{c.metadata['version']}" for name, c in self.checkpoints.items()}
+        object.__setattr__(self, "ids", ids)
 
     def describe(self) -> list[dict[str, Any]]:
         """What ``GET /models`` shows for each model."""
@@ -48,7 +44,7 @@ class Models:
             meta = checkpoint.metadata
             out.append({
                 "name": meta["name"],
-                "id": self.model_id(name),
+                "id": self.ids[name],
                 "task": meta.get("task", ""),
                 "architecture": meta["architecture"],
                 "version": meta["version"],
@@ -79,5 +75,5 @@ def load_models(weights_dir: Path, device_choice: str, catalog: Mapping[str, Mod
         for spec in catalog.values():
             spec.handler.warm_up(models)
     for name, checkpoint in loaded.items():
-        log.info("loaded %s (%s, sha256 %s) on %s", catalog[name].file, models.model_id(name), checkpoint.sha256[:12], device)
+        log.info("loaded %s (%s, sha256 %s) on %s", catalog[name].file, models.ids[name], checkpoint.sha256[:12], device)
     return models

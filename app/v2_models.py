@@ -76,7 +76,7 @@ def classifier(name: str) -> Run:
     and every class's probability out (class names are in the model's metadata ``labels``)."""
 
     async def run(tensors: dict[str, Tensor], serving: Serving, endpoint: str) -> list[Tensor]:
-        images = _images(tensors, serving, serving.models[name].preprocess)
+        images = _images(tensors, serving, serving.models.checkpoints[name].preprocess)
         predictions = (await serving.engine.run(name, images, serving, endpoint))["predictions"]
         labels = [p.get("index", p["label"]) for p in predictions]  # garments: names, with their index
         probabilities = [list(p["probabilities"].values()) if isinstance(p["probabilities"], dict) else p["probabilities"]
@@ -88,7 +88,7 @@ def classifier(name: str) -> Run:
 
 
 async def _digit_sum(tensors: dict[str, Tensor], serving: Serving, endpoint: str) -> list[Tensor]:
-    images = _images(tensors, serving, serving.models["digit_sum"].preprocess)
+    images = _images(tensors, serving, serving.models.checkpoints["digit_sum"].preprocess)
     numbers = tensors["number"].data
     if len(numbers) != len(images):
         raise _bad(f"input 'number': {len(numbers)} integers for {len(images)} images; send one per image")
@@ -108,7 +108,7 @@ async def _sequence(tensors: dict[str, Tensor], serving: Serving, endpoint: str)
             raise _bad(f"input 'strip': {len(strips)} images; a request reads one strip (shape [1])")
         answer = await serving.engine.run("strip", Upload("strip", "", bytes(strips[0])), serving, endpoint)
     else:
-        images = _images(tensors, serving, serving.models["sequence"].preprocess)
+        images = _images(tensors, serving, serving.models.checkpoints["sequence"].preprocess)
         answer = await serving.engine.run("sequence", images, serving, endpoint)
     digits = answer["digits"]
     return [Tensor("contains_4", "BOOL", np.array([answer["contains_4"]], dtype=np.bool_)),

@@ -2,6 +2,6 @@
 them, ``app.catalog`` says which checkpoint each answers with."""
 
 from app.handlers.base import Handler
-from app.imaging import Images, Upload
+from app.handlers.uploads import Images, Upload
 
 __all__ = ["Handler", "Images", "Upload"]

@@ -12,7 +12,7 @@ A handler serves one model endpoint in LitServe's three steps, with no HTTP in a
 - ``encode(payload, output, models) -> body``: the response body of one request.
 
 The engine (``app.engine``) runs them; a handler never calls a model outside ``predict``. The
-steps uploads share (open, decode, stop when abandoned) are ``app.imaging``'s.
+steps uploads share (open, decode, stop when abandoned) are ``app.handlers.uploads``'s.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from app.handlers.base import Handler
-from app.imaging import Images, decode_singles, open_uploads
+from app.handlers.uploads import Images, decode_singles, open_uploads
 from app.settings import Settings
 from model.preprocess import normalise
 
@@ -41,8 +41,8 @@ def describe(probabilities: torch.Tensor) -> Predictions:
 @torch.inference_mode()
 def class_probabilities(models: Models, name: str, arrays: np.ndarray) -> torch.Tensor:
     """Model ``name``'s class probabilities for [N, 28, 28] arrays in [0, 1], on the CPU."""
-    inputs = normalise(arrays, models[name].preprocess).to(models.device, non_blocking=True)
-    return models.net(name)(inputs).softmax(dim=1).float().cpu()
+    inputs = normalise(arrays, models.checkpoints[name].preprocess).to(models.device, non_blocking=True)
+    return models.nets[name](inputs).softmax(dim=1).float().cpu()
 
 
 class DigitHandler(Handler[Images, np.ndarray, Predictions]):
@@ -54,7 +54,7 @@ class DigitHandler(Handler[Images, np.ndarray, Predictions]):
         return open_uploads(inputs, settings)
 
     def decode(self, inputs: Images, opened: list[Image.Image], serving: Serving) -> np.ndarray:
-        return decode_singles(inputs, opened, serving.models[self.model].preprocess, self.blank_code, serving)
+        return decode_singles(inputs, opened, serving.models.checkpoints[self.model].preprocess, self.blank_code, serving)
 
     def count(self, inputs: Images) -> int:
         return len(inputs)
@@ -66,7 +66,7 @@ class DigitHandler(Handler[Images, np.ndarray, Predictions]):
         return split(describe(class_probabilities(models, self.model, np.concatenate(payloads))), [len(p) for p in payloads])
 
     def encode(self, payload: np.ndarray, output: Predictions, models: Models) -> dict[str, Any]:
-        return {"model": models.model_id(self.model), "predictions": output}
+        return {"model": models.ids[self.model], "predictions": output}
 
     def warm_up(self, models: Models) -> None:
         self.predict(models, [np.zeros((2, 28, 28), np.float32)])

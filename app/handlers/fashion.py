@@ -24,10 +24,10 @@ class FashionHandler(DigitHandler):
     @torch.inference_mode()
     def predict(self, models: Models, payloads: list[np.ndarray]) -> list[Predictions]:
         """Class name, index and probability, and every class's probability by name."""
-        checkpoint = models[self.model]
+        checkpoint = models.checkpoints[self.model]
         labels = list(checkpoint.metadata["labels"])
         inputs = normalise(np.concatenate(payloads), checkpoint.preprocess).to(models.device, non_blocking=True)
-        probabilities = models.net(self.model)(inputs).softmax(dim=1).float().cpu()
+        probabilities = models.nets[self.model](inputs).softmax(dim=1).float().cpu()
         best, indices = probabilities.max(dim=1)
         described = [{"label": labels[index], "index": index, "probability": p,
                       "probabilities": dict(zip(labels, row, strict=True))}

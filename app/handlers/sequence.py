@@ -12,7 +12,7 @@ from PIL import Image
 from app.failures import RequestFailed
 from app.handlers.base import Handler
 from app.handlers.digit import Predictions, describe, split
-from app.imaging import Images, decode_singles, open_uploads
+from app.handlers.uploads import Images, decode_singles, open_uploads
 from app.settings import Settings
 from model.preprocess import normalise
 
@@ -31,7 +31,7 @@ class SequenceHandler(Handler[Images, np.ndarray, tuple[float, Predictions]]):
         limit = serving.settings.max_sequence_digits
         if len(inputs) > limit:
             raise RequestFailed("too_many_digits", f"{len(inputs)} digit images sent; the limit is {limit}")
-        return decode_singles(inputs, opened, serving.models["sequence"].preprocess, "no_digit_found", serving)
+        return decode_singles(inputs, opened, serving.models.checkpoints["sequence"].preprocess, "no_digit_found", serving)
 
     def count(self, inputs: Images) -> int:
         return len(inputs)
@@ -44,15 +44,15 @@ class SequenceHandler(Handler[Images, np.ndarray, tuple[float, Predictions]]):
         """Sequences of any lengths share the pass: the CNN-LSTM packs them; the digit model reads
         the same arrays (the digit models share one preprocessing, checked at load)."""
         lengths = [len(p) for p in payloads]
-        inputs = normalise(np.concatenate(payloads), models["sequence"].preprocess).to(models.device, non_blocking=True)
-        probabilities = torch.sigmoid(models.net("sequence")(inputs, torch.tensor(lengths)).float()).cpu().tolist()
-        digits = split(describe(models.net("digit")(inputs).softmax(dim=1).float().cpu()), lengths)
+        inputs = normalise(np.concatenate(payloads), models.checkpoints["sequence"].preprocess).to(models.device, non_blocking=True)
+        probabilities = torch.sigmoid(models.nets["sequence"](inputs, torch.tensor(lengths)).float()).cpu().tolist()
+        digits = split(describe(models.nets["digit"](inputs).softmax(dim=1).float().cpu()), lengths)
         return list(zip(probabilities, digits))
 
     def encode(self, payload: np.ndarray, output: tuple[float, Predictions], models: Models) -> dict[str, Any]:
         probability, read = output
         digits = [{"label": p["label"], "probability": p["probability"]} for p in read]
-        return {"model": models.model_id("sequence"), "contains_4": probability >= 0.5, "probability": probability,
+        return {"model": models.ids["sequence"], "contains_4": probability >= 0.5, "probability": probability,
                 "length": len(digits), "digits": digits}
 
     def warm_up(self, models: Models) -> None:

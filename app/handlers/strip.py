@@ -12,7 +12,7 @@ from PIL import Image
 
 from app.failures import RequestFailed
 from app.handlers.base import Handler
-from app.imaging import MAX_SIDE, Upload, decode_image, open_image, stop_if_abandoned
+from app.handlers.uploads import MAX_SIDE, Upload, decode_image, open_image, stop_if_abandoned
 from app.settings import Settings
 from model.line import Line, LineConfig, Reading, read_lines, strip_to_line
 from model.preprocess import NoInkError
@@ -33,7 +33,7 @@ class StripLine:
 
 
 def line_config(models: Models) -> LineConfig:
-    return LineConfig.from_dict(models["line_reader"].metadata["preprocess"])
+    return LineConfig.from_dict(models.checkpoints["line_reader"].metadata["preprocess"])
 
 
 class StripHandler(Handler[Upload, StripLine, Reading]):
@@ -54,7 +54,7 @@ class StripHandler(Handler[Upload, StripLine, Reading]):
 
     def predict(self, models: Models, payloads: list[StripLine]) -> list[Reading]:
         """The lines of several requests share one forward pass, padded to the widest."""
-        return read_lines(models.net("line_reader"), [p.line.pixels for p in payloads], models.device, line_config(models))
+        return read_lines(models.nets["line_reader"], [p.line.pixels for p in payloads], models.device, line_config(models))
 
     def encode(self, payload: StripLine, output: Reading, models: Models) -> dict[str, Any]:
         label = payload.upload.label
@@ -66,9 +66,9 @@ class StripHandler(Handler[Upload, StripLine, Reading]):
         digits = [{"label": digit, "probability": p,
                    "box": [round(min(max(v / side, 0.0), 1.0), 4) for v, side in zip(box, (width, height, width, height))]}
                   for digit, p, box in zip(output.labels, output.probabilities, payload.line.boxes(output))]
-        return {"model": models.model_id("line_reader"), "contains_4": output.contains_4 >= 0.5,
+        return {"model": models.ids["line_reader"], "contains_4": output.contains_4 >= 0.5,
                 "probability": output.contains_4, "length": len(digits), "digits": digits}
 
     def warm_up(self, models: Models) -> None:
         config = line_config(models)
-        read_lines(models.net("line_reader"), [np.zeros((config.height, 64), np.float32)] * 2, models.device, config)
+        read_lines(models.nets["line_reader"], [np.zeros((config.height, 64), np.float32)] * 2, models.device, config)

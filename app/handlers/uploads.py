@@ -3,7 +3,7 @@ and the steps every handler's uploads share (``Upload``, ``open_uploads``, ``dec
 
 Only the formats the API documents are opened; the pixel count is read from the header before
 any pixel is decoded (a 30,000 x 30,000 PNG compresses to kilobytes), so the request and
-in-flight pixel budgets (``app.budget``) are settled before decoding; EXIF orientation is
+in-flight pixel budgets (``app.engine.PixelBudget``) are settled before decoding; EXIF orientation is
 applied and only the first frame of an animation is read.
 
 Every model works at a few dozen pixels per digit, so a large image is decoded reduced: a JPEG

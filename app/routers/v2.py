@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import ModelsDep, serving_scope
+from app.deps import ModelsDep, require_api_key, serving_scope
 from app.failures import RequestFailed
 from app.oip import HEADER_LENGTH, ProtocolError, encode_response, parse_request
 from app.registry import Models
@@ -26,7 +26,6 @@ from app.schemas import (
     OipReady,
     OipServer,
 )
-from app.security import require_api_key
 from app.v2_models import MODELS, OipModel, check_inputs
 
 SERVER = "digitserve"
@@ -79,7 +78,7 @@ def _model(name: str, version: str | None, models: Models) -> tuple[OipModel, st
     model = MODELS.get(name)
     if model is None:
         raise RequestFailed("not_found", f"unknown model '{name}'; the models: {', '.join(MODELS)}")
-    served = models[model.checkpoint].metadata["version"]
+    served = models.checkpoints[model.checkpoint].metadata["version"]
     if version is not None and version != served:
         raise RequestFailed("not_found", f"model '{name}' has no version '{version}'; it serves version '{served}'")
     return model, served
@@ -106,7 +105,7 @@ async def server_ready(request: Request, response: Response) -> OipReady:
 
 async def _metadata(name: str, version: str | None, models: Models) -> OipModelMeta:
     model, served = _model(name, version, models)
-    checkpoint = models[model.checkpoint]
+    checkpoint = models.checkpoints[model.checkpoint]
     preprocess = checkpoint.preprocess
     return OipModelMeta(name=name, versions=[served], platform=PLATFORM,
                         inputs=[spec.describe() for spec in model.inputs], outputs=[spec.describe() for spec in model.outputs],
