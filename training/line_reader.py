@@ -36,7 +36,7 @@ from model.preprocess import NoInkError
 from model.line import BLANK_CLASS, DEFAULT_LINE, LineConfig, batch_lines, read_lines, steps_for, strip_to_line
 from training import distributed
 from training.data import Split, load_split, train_val_indices
-from training.loop import History, optimise, progress, seed_everything
+from training.loop import Step, optimise, seed_everything, train_epochs
 from training.provenance import provenance, write_json
 from training.options import RunOptions
 from training.plots import plot_reading_curves
@@ -168,44 +168,56 @@ def train(options: RunOptions) -> Path:
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=options.lr, total_steps=options.epochs * steps_per_epoch,
                                                     pct_start=0.1)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(options.ema_decay), use_buffers=True)
-    history, best = History(show=world.main), (-1.0, None)
     if world.main:
         options.artefacts.mkdir(parents=True, exist_ok=True)
-    stopped_after = options.epochs
     stream = iter(loader)
-    for epoch in range(1, options.epochs + 1):
+
+    def epoch_batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
         model.train()
-        loss_sum = 0.0
-        bar = progress(range(steps_per_epoch), steps_per_epoch, f"line reader {epoch}/{options.epochs}", world.main)
-        for step in bar:
-            loss = ctc_loss(trained, next(stream), device)
-            optimise(loss, optimizer, scheduler, clip_norm=CLIP_NORM)
-            ema.update_parameters(model)
-            loss_sum += loss.item()
-            bar.set_postfix(loss=f"{loss_sum / (step + 1):.4f}")
-        (loss_sum,) = world.total(loss_sum / world.size)
-        time_up = bool(options.time_limit and time.time() - started > options.time_limit and epoch < options.epochs)
-        if world.main:
-            val, val_dev = (evaluate_set(ema.module, s, device) for s in val_sets)
-            history.add(epoch=epoch, train_loss=loss_sum / steps_per_epoch, val_acc=val["exact"], val_acc_dev=val_dev["exact"],
-                        val_digit_error=val["digit_error"], val_digit_error_dev=val_dev["digit_error"])
-            chosen = (val["exact"] + val_dev["exact"]) / 2
-            if chosen >= best[0]:
-                best = (chosen, copy.deepcopy(ema.module.state_dict()))
-                torch.save(best[1], options.artefacts / "best_epoch.pt")  # survives a run cut short
-        if world.total(float(time_up and world.main))[0]:  # rank 0's clock decides for every process
+        return (next(stream) for _ in range(steps_per_epoch))
+
+    def step(batch: dict[str, torch.Tensor]) -> Step:
+        loss = ctc_loss(trained, batch, device)
+        optimise(loss, optimizer, scheduler, clip_norm=CLIP_NORM)
+        ema.update_parameters(model)
+        return Step(loss.item(), len(batch["target_lengths"]))
+
+    def validate(epoch: int) -> dict[str, float]:
+        if not world.main:  # rank 0 alone reads the validation strips
+            return {}
+        val, val_dev = (evaluate_set(ema.module, s, device) for s in val_sets)
+        return {"val_acc": val["exact"], "val_acc_dev": val_dev["exact"],
+                "val_digit_error": val["digit_error"], "val_digit_error_dev": val_dev["digit_error"]}
+
+    def chosen(record: dict[str, float]) -> float:  # both styles' exact share, equally weighted
+        return (record["val_acc"] + record["val_acc_dev"]) / 2 if "val_acc" in record else 0.0
+
+    def keep() -> dict[str, torch.Tensor] | None:
+        if not world.main:
+            return None
+        state = copy.deepcopy(ema.module.state_dict())
+        torch.save(state, options.artefacts / "best_epoch.pt")  # survives a run cut short
+        return state
+
+    def time_up(epoch: int) -> bool:
+        late = bool(options.time_limit and time.time() - started > options.time_limit and epoch < options.epochs)
+        if world.total(float(late and world.main))[0]:  # rank 0's clock decides for every process
             if world.main:
                 tqdm.write(f"time limit of {options.time_limit} s reached after epoch {epoch}: stopping")
-            stopped_after = epoch
-            break
+            return True
+        return False
+
+    fitted = train_epochs(options.epochs, "line reader", steps_per_epoch, epoch_batches, step, validate, chosen, keep,
+                          show=world.main, stop=time_up)
+    history, stopped_after = fitted.history, fitted.epochs_run
     if not world.main:
         world.barrier()  # until rank 0 has written the checkpoint
         distributed.leave(world)
         return options.out
-    model.load_state_dict(best[1])
+    model.load_state_dict(fitted.kept)
     (options.artefacts / "best_epoch.pt").unlink()
     metrics = test_metrics(model, test_split, device, test_count)
-    metrics["val_exact"] = best[0]
+    metrics["val_exact"] = fitted.score
     metadata = {
         "name": "line_reader",
         "task": "read a strip of handwritten digits whole (CNN-BiLSTM, CTC); P(contains a 4) from its step probabilities",

@@ -64,11 +64,12 @@ class History:
 @dataclass(frozen=True)
 class Step:
     """What one optimiser step reports: the batch's mean loss, its size, and how many of its
-    examples the model got right (the training accuracy)."""
+    examples the model got right (the training accuracy; ``None`` where there is no such count,
+    as for a line reader's strips)."""
 
     loss: float
     count: int
-    correct: int
+    correct: int | None = None
 
 
 @dataclass
@@ -80,20 +81,23 @@ class Fitted:
     kept: Any
     score: float
     epoch: int
+    epochs_run: int
 
 
 def train_epochs(epochs: int, description: str, steps: int, batches: Callable[[int], Iterable[Any]], step: Callable[[Any], Step],
         validate: Callable[[int], dict[str, float]], score: Callable[[dict[str, float]], float],
-        keep: Callable[[], Any], show: bool = True) -> Fitted:
+        keep: Callable[[], Any], show: bool = True, stop: Callable[[int], bool] | None = None) -> Fitted:
     """The epoch loop of every training run.
 
     Each epoch: ``batches(epoch)`` (which also puts the model in training mode) feeds ``step``
     under a progress bar showing the running loss; then ``validate(epoch)`` gives the epoch's
     validation figures, recorded with the training loss and accuracy; the epoch whose record
-    ``score`` rates highest (the last of equals) is the one ``keep`` copies. ``show=False`` (the
-    processes of a distributed run but the first) keeps it silent.
+    ``score`` rates highest (the last of equals) is the one ``keep`` copies. ``stop(epoch)``, when
+    given, may end the run after an epoch (a time limit). ``show=False`` (the processes of a
+    distributed run but the first) keeps it silent.
     """
     history, kept, best, best_epoch = History(show=show), None, -float("inf"), 0
+    epoch = 0
     for epoch in range(1, epochs + 1):
         seen, loss_sum, correct = 0, 0.0, 0
         bar = progress(batches(epoch), steps, f"{description} {epoch}/{epochs}", show)
@@ -101,13 +105,16 @@ def train_epochs(epochs: int, description: str, steps: int, batches: Callable[[i
             result = step(batch)
             seen += result.count
             loss_sum += result.loss * result.count
-            correct += result.correct
+            correct = None if correct is None or result.correct is None else correct + result.correct
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-        history.add(epoch=epoch, train_loss=loss_sum / seen, train_acc=correct / seen, **validate(epoch))
+        accuracy = {} if correct is None else {"train_acc": correct / seen}
+        history.add(epoch=epoch, train_loss=loss_sum / seen, **accuracy, **validate(epoch))
         rating = score(history.epochs[-1])
         if rating >= best:
             kept, best, best_epoch = keep(), rating, epoch
-    return Fitted(history, kept, best, best_epoch)
+        if stop is not None and stop(epoch):
+            break
+    return Fitted(history, kept, best, best_epoch, epoch)
 
 
 @torch.inference_mode()

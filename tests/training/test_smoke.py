@@ -78,7 +78,8 @@ def test_fashion_one_batch(fashion_dir, tmp_path):
 def test_line_reader_trains_on_rendered_strips(mnist_dir, tmp_path):
     """A few batches of rendered strips: the line reader trains with CTC, picks its epoch on
     validation strips of both generator styles, and records its test figures by condition and
-    on MNIST-made strips; a second run continues from the first's weights."""
+    on MNIST-made strips; a second run continues from the first's weights, and stops at its time
+    limit after one of its two epochs."""
     out = tmp_path / "line_reader.pt"
     args = ["train", "line-reader", "--data-dir", str(mnist_dir), "--device", "cpu", "--limit", "64", "--epochs", "2",
             "--batch-size", "16", "--workers", "1", "--out", str(out)]
@@ -94,5 +95,7 @@ def test_line_reader_trains_on_rendered_strips(mnist_dir, tmp_path):
     log_probs = checkpoint.model(torch.zeros(2, 1, 32, 64), torch.tensor([16, 8]))
     assert log_probs.shape == (2, 16, 11)
     again = tmp_path / "again.pt"
-    assert main([*args[:-1], str(again), "--epochs", "1", "--init-from", str(out)]) == 0
-    assert _check_run(again, "LineReader", confusion=False).metadata["hyperparameters"]["init_from"] == "line_reader.pt"
+    assert main([*args[:-1], str(again), "--epochs", "2", "--time-limit", "0.001", "--init-from", str(out)]) == 0
+    metadata = _check_run(again, "LineReader", confusion=False).metadata
+    assert metadata["hyperparameters"]["init_from"] == "line_reader.pt"
+    assert metadata["hyperparameters"]["epochs_run"] == 1 and len(metadata["history"]) == 1
