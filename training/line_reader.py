@@ -126,14 +126,21 @@ def evaluate_set(model: torch.nn.Module, strips: StripSet, device: torch.device,
                  batch_size: int = 128) -> dict[str, float]:
     """Read every strip of the set (batched by width) and score it."""
     model.eval()
-    pixels = [strip_to_line(image, line).pixels for image in strips.images]
-    order = np.argsort([p.shape[1] for p in pixels])
-    readings: list[Any] = [None] * len(pixels)
+    lines: list[np.ndarray | None] = []
+    for image in strips.images:
+        try:
+            lines.append(strip_to_line(image, line).pixels)
+        except NoInkError:  # nothing stands out: the service reads no digit (422 no_digit_found)
+            lines.append(None)
+    pixels = {i: p for i, p in enumerate(lines) if p is not None}
+    order = sorted(pixels, key=lambda i: pixels[i].shape[1])
+    read: list[list[int]] = [[] for _ in lines]
+    fours = [False] * len(lines)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         for i, reading in zip(chunk, read_lines(model, [pixels[i] for i in chunk], device, line)):
-            readings[i] = reading
-    return score([r.labels for r in readings], [r.contains_4 >= 0.5 for r in readings], strips.labels)
+            read[i], fours[i] = reading.labels, reading.contains_4 >= 0.5
+    return score(read, fours, strips.labels)
 
 
 def train(options: RunOptions) -> Path:
@@ -215,7 +222,6 @@ def train(options: RunOptions) -> Path:
         distributed.leave(world)
         return options.out
     model.load_state_dict(fitted.kept)
-    (options.artefacts / "best_epoch.pt").unlink()
     metrics = test_metrics(model, test_split, device, test_count)
     metrics["val_exact"] = fitted.score
     metadata = {
@@ -238,6 +244,7 @@ def train(options: RunOptions) -> Path:
         **provenance(device, started),
     }
     save_checkpoint(model, metadata, options.out)
+    (options.artefacts / "best_epoch.pt").unlink()  # only now: the weights are safe in the checkpoint
     write_json(options.artefacts / "metrics.json", {"metrics": metrics, "history": history.epochs,
                                                     "train_seconds": metadata["train_seconds"]})
     plot_reading_curves(history.epochs, options.artefacts / "curves.png",
