@@ -353,7 +353,7 @@ def run_unbatched(run_batch: Callable[[list[Any]], Sequence[R | BaseException]],
 # --- the engine ---------------------------------------------------------------------------------
 
 @dataclass
-class _Job:
+class _Request:
     """A request in a decode-in-batch handler's queue: ``decode`` for its batch to run on the
     inference thread, or its ``payload`` already decoded (large uploads, in the thread pool)."""
 
@@ -384,7 +384,7 @@ class _Runner:
         self.metrics.batch_requests.labels(name).observe(len(payloads))
         return outputs
 
-    def decode_then_predict(self, jobs: list[_Job]) -> list[Any]:
+    def decode_then_predict(self, jobs: list[_Request]) -> list[Any]:
         """A batch of requests: decode those not yet decoded (a bad upload fails only its own
         request), then one forward pass over them all."""
         results: list[Any] = [None] * len(jobs)
@@ -439,13 +439,13 @@ class Engine:
                 return await run_in_threadpool(self._alone, runner, inputs, opened, serving, endpoint)
             try:
                 if handler.decode_in_batch and pixels <= SMALL_REQUEST_PIXELS:
-                    job = _Job(lambda: handler.decode(inputs, opened, serving), endpoint)
+                    job = _Request(lambda: handler.decode(inputs, opened, serving), endpoint)
                     output = await runner.batcher.submit(job, handler.count(inputs), serving.deadline)
                     payload = job.payload
                 else:
                     payload = await run_in_threadpool(handler.decode, inputs, opened, serving)
                     self.metrics.images.labels(endpoint).inc(handler.size(payload))
-                    queued = _Job(None, endpoint, payload) if handler.decode_in_batch else payload
+                    queued = _Request(None, endpoint, payload) if handler.decode_in_batch else payload
                     output = await runner.batcher.submit(queued, handler.size(payload), serving.deadline)
             except Overloaded:
                 raise RequestFailed("overloaded", "the service is at capacity; retry shortly") from None

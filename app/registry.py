@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,11 @@ class Models:
     nets: Mapping[str, nn.Module]
     device: torch.device
     catalog: Mapping[str, ModelSpec]
-    ids: Mapping[str, str] = field(init=False)
 
-    def __post_init__(self) -> None:
-        ids = {name: f"{c.metadata['name']}:{c.metadata['version']}" for name, c in self.checkpoints.items()}
-        object.__setattr__(self, "ids", ids)
+    @cached_property
+    def ids(self) -> dict[str, str]:
+        """Computed once (at load, for its log line); then a plain attribute."""
+        return {name: f"{c.metadata['name']}:{c.metadata['version']}" for name, c in self.checkpoints.items()}
 
     def describe(self) -> list[dict[str, Any]]:
         """What ``GET /models`` shows for each model."""

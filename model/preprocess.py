@@ -187,8 +187,9 @@ BATCH_FROM = 4
 BLOCK = 1024
 
 
-def _one_ink_to_array(ink: np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    """``inks_to_arrays`` for one image, step by step with Pillow's resize."""
+def ink_to_array(ink: np.ndarray, config: PreprocessConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """Ink map of one digit -> the 28x28 MNIST-style array in [0, 1]: ``inks_to_arrays`` for one
+    image, step by step with Pillow's resize."""
     rows = np.flatnonzero(ink.any(axis=1))  # ink is never negative
     cols = np.flatnonzero(ink.any(axis=0))
     if rows.size == 0:
@@ -232,7 +233,7 @@ def inks_to_arrays(inks: np.ndarray, config: PreprocessConfig = DEFAULT_CONFIG) 
     """
     inks = np.asarray(inks, dtype=np.float32)
     if len(inks) < BATCH_FROM:
-        step, size = (lambda part: _one_ink_to_array(part[0], config)[None]), 1
+        step, size = (lambda part: ink_to_array(part[0], config)[None]), 1
     else:
         step, size = (lambda part: _inks_to_arrays_at_once(part, config)), BLOCK
     parts = []
@@ -281,11 +282,6 @@ def _inks_to_arrays_at_once(inks: np.ndarray, config: PreprocessConfig) -> np.nd
     xs = (paste_left[:, None] + np.arange(config.box))[:, None, :]
     canvas[np.arange(count)[:, None, None], ys, xs] = patches
     return canvas[:, : config.canvas, : config.canvas]
-
-
-def ink_to_array(ink: np.ndarray, config: PreprocessConfig = DEFAULT_CONFIG) -> np.ndarray:
-    """Ink map of one digit -> the 28x28 MNIST-style array in [0, 1] (``inks_to_arrays``)."""
-    return _one_ink_to_array(ink, config)
 
 
 def normalise(arrays: np.ndarray, config: PreprocessConfig = DEFAULT_CONFIG) -> torch.Tensor:

@@ -77,7 +77,7 @@ def test_rescaled_uploads_read_like_the_originals(mnist_test, digit_checkpoint):
     assert agree >= 0.99
 
 
-def test_a_batch_preprocesses_exactly_as_each_image_alone(mnist_test):
+def test_a_batch_preprocesses_as_each_image_alone(mnist_test):
     """The batch path (uploads of a request, a training split) groups same-sized images; every
     array must be what ``preprocess_digit`` gives that image alone (to float rounding: a batch
     is resized by matrix products, one image by Pillow)."""
