@@ -97,8 +97,11 @@ def collate(items: list[tuple[np.ndarray, list[int]]], line: LineConfig = DEFAUL
             "target_lengths": torch.tensor([len(labels) for _, labels in items], dtype=torch.int64)}
 
 
-def ctc_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
-    log_probs = model(batch["lines"].to(device, non_blocking=True), batch["steps"])
+def ctc_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device, precision: str = "fp32") -> torch.Tensor:
+    """CTC loss of one batch; with ``precision="bf16"`` the network runs under bfloat16 autocast
+    and the loss is still computed in fp32 (its log-sum-exps need the range)."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        log_probs = model(batch["lines"].to(device, non_blocking=True), batch["steps"])
     return F.ctc_loss(log_probs.float().transpose(0, 1), batch["targets"].to(device), batch["steps"], batch["target_lengths"],
                       blank=BLANK_CLASS, zero_infinity=True)
 
@@ -169,6 +172,7 @@ def train(options: RunOptions) -> Path:
     model = LineReader(**ARGUMENTS).to(device)
     if options.init_from:  # continue from an earlier run's weights (a second, shorter schedule)
         model.load_state_dict(load_checkpoint(options.init_from).model.state_dict())
+    model = model.to(memory_format=torch.channels_last)  # the convolutions' fast layout, on CPU and GPU
     trained = world.wrap(model, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=1e-2)
     steps_per_epoch = options.steps_per_epoch or (STEPS_PER_EPOCH if not smoke else max(2, options.limit // options.batch_size))
@@ -184,7 +188,7 @@ def train(options: RunOptions) -> Path:
         return (next(stream) for _ in range(steps_per_epoch))
 
     def step(batch: dict[str, torch.Tensor]) -> Step:
-        loss = ctc_loss(trained, batch, device)
+        loss = ctc_loss(trained, batch, device, options.precision)
         optimise(loss, optimizer, scheduler, clip_norm=CLIP_NORM)
         ema.update_parameters(model)
         return Step(loss.item(), len(batch["target_lengths"]))
