@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--time-limit", type=float, help="line reader: seconds after which no new epoch starts")
     train.add_argument("--workers", type=int, help="line reader: processes rendering training strips (default: CPUs - 1)")
     train.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                       help="line reader: bf16 runs the forward pass under bfloat16 autocast (1.6x faster on a CPU "
+                       help="line reader: bf16 runs the forward pass under bfloat16 autocast (1.5x faster on a CPU "
                             "with AVX512-BF16 or AMX, and on GPUs); weights, optimiser and CTC loss stay fp32")
     train.add_argument("--init-from", type=Path, help="DigitNet checkpoint to start the encoder from (sequence, digit-sum), "
                        "or a LineReader checkpoint to continue training (line-reader)")
