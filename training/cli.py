@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import get_args
 
 import torch
 
@@ -23,7 +24,7 @@ from model.checkpoint import load_checkpoint
 from model.devices import select_device
 from training import distributed
 from training.data import DATA_DIR_ENV, FASHION_MNIST
-from training.options import RunOptions
+from training.options import Precision, RunOptions
 from training.studies import STUDIES, StudyOptions
 from training.studies.architectures import MODELS as ARCHITECTURE_MODELS
 from training.tasks import TASKS, for_architecture
@@ -54,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--steps-per-epoch", type=int, help="line reader: batches of fresh strips per epoch (default 1,500)")
     train.add_argument("--time-limit", type=float, help="line reader: seconds after which no new epoch starts")
     train.add_argument("--workers", type=int, help="line reader: processes rendering training strips (default: CPUs - 1)")
-    train.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+    train.add_argument("--precision", choices=get_args(Precision), default="fp32",
                        help="line reader: bf16 runs the forward pass under bfloat16 autocast (1.5x faster on a CPU "
                             "with AVX512-BF16 or AMX, and on GPUs); weights, optimiser and CTC loss stay fp32")
     train.add_argument("--init-from", type=Path, help="DigitNet checkpoint to start the encoder from (sequence, digit-sum), "

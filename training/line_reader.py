@@ -38,7 +38,7 @@ from training import distributed
 from training.data import Split, load_split, train_val_indices
 from training.loop import Step, optimise, seed_everything, train_epochs
 from training.provenance import provenance, write_json
-from training.options import RunOptions
+from training.options import Precision, RunOptions
 from training.plots import plot_reading_curves
 from training.render import CONDITIONS, DEV_STYLE, TRAIN_STYLE, StripSet, Style, draw_length, render_set, render_strip
 
@@ -97,7 +97,8 @@ def collate(items: list[tuple[np.ndarray, list[int]]], line: LineConfig = DEFAUL
             "target_lengths": torch.tensor([len(labels) for _, labels in items], dtype=torch.int64)}
 
 
-def ctc_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device, precision: str = "fp32") -> torch.Tensor:
+def ctc_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device,
+             precision: Precision = "fp32") -> torch.Tensor:
     """CTC loss of one batch; with ``precision="bf16"`` the network runs under bfloat16 autocast
     and the loss is still computed in fp32 (its log-sum-exps need the range)."""
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
@@ -129,16 +130,15 @@ def evaluate_set(model: torch.nn.Module, strips: StripSet, device: torch.device,
                  batch_size: int = 128) -> dict[str, float]:
     """Read every strip of the set (batched by width) and score it."""
     model.eval()
-    lines: list[np.ndarray | None] = []
-    for image in strips.images:
+    pixels: dict[int, np.ndarray] = {}  # strip index -> its line; none where nothing stands out,
+    for i, image in enumerate(strips.images):  # which reads as no digit (the service's 422 no_digit_found)
         try:
-            lines.append(strip_to_line(image, line).pixels)
-        except NoInkError:  # nothing stands out: the service reads no digit (422 no_digit_found)
-            lines.append(None)
-    pixels = {i: p for i, p in enumerate(lines) if p is not None}
+            pixels[i] = strip_to_line(image, line).pixels
+        except NoInkError:
+            pass
     order = sorted(pixels, key=lambda i: pixels[i].shape[1])
-    read: list[list[int]] = [[] for _ in lines]
-    fours = [False] * len(lines)
+    read: list[list[int]] = [[] for _ in strips.images]
+    fours = [False] * len(strips.images)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         for i, reading in zip(chunk, read_lines(model, [pixels[i] for i in chunk], device, line)):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+Precision = Literal["fp32", "bf16"]
 
 @dataclass
 class RunOptions:
@@ -25,7 +27,7 @@ class RunOptions:
     time_limit: float | None = None  # line reader: seconds after which no new epoch starts
     workers: int | None = None  # line reader: processes rendering strips (default: CPUs - 1)
     ema_decay: float = 0.999
-    precision: str = "fp32"  # line reader: "bf16" trains under bfloat16 autocast (weights and optimiser stay fp32)
+    precision: Precision = "fp32"  # line reader: "bf16" trains under bfloat16 autocast (weights and optimiser stay fp32)
 
     @property
     def artefacts(self) -> Path:

@@ -1,4 +1,5 @@
-"""A one-batch training run of each model through the real CLI, on real MNIST."""
+"""A one-batch training run of each model through the real CLI, on real MNIST, and the line
+reader's training pieces a run relies on (its bf16 loss, its scoring of test strips)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from model.checkpoint import load_checkpoint
 from model.line import strip_to_line
 from tests.conftest import WEIGHTS
 from training.cli import main
-from training.line_reader import collate, ctc_loss
-from training.render import TRAIN_STYLE, render_strip
+from training.line_reader import collate, ctc_loss, evaluate_set
+from training.render import TRAIN_STYLE, StripSet, render_strip
+from training.strips import make_strip
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +128,16 @@ def test_bf16_training_computes_the_same_ctc_loss(mnist_test):
     assert abs(half.item() - full.item()) <= 0.05 * full.item() + 0.02
     half.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
+def test_evaluation_scores_a_strip_with_nothing_on_it_as_no_digits_read(mnist_test):
+    """A test strip in which no ink stands out is what the service answers 422 no_digit_found
+    for: evaluation reads it as no digits (right when its truth is empty, wrong otherwise)
+    instead of stopping the run."""
+    model = load_checkpoint(WEIGHTS / "line_reader.pt").model
+    blank = Image.new("L", (200, 60), 235)
+    strip = make_strip(mnist_test.images[:5], mnist_test.labels[:5], np.random.default_rng(0))
+    scores = evaluate_set(model, StripSet("blank", [blank, strip.image], [[], strip.labels]), torch.device("cpu"))
+    assert scores["exact"] == 1.0 and scores["count_right"] == 1.0
+    wrong = evaluate_set(model, StripSet("blank", [blank, strip.image], [[7], strip.labels]), torch.device("cpu"))
+    assert wrong["exact"] == 0.5 and wrong["digit_error"] == 1 / 6
