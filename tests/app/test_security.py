@@ -97,15 +97,18 @@ def test_a_body_trickled_slowly_is_cut_off_and_others_are_still_served(mnist_tes
         slow.settimeout(0.2)
         answer = b""
         while b"\r\n\r\n" not in answer and time.monotonic() - started < 10:
-            try:
-                slow.sendall(b"x")  # a byte at a time, every 0.2 s
-                answer += slow.recv(4096)
+            try:  # read first, so that no byte is sent after the server has answered and closed
+                chunk = slow.recv(4096)
             except TimeoutError:
+                slow.sendall(b"x")  # nothing yet: a byte at a time, every 0.2 s
                 continue
+            if not chunk:
+                break
+            answer += chunk
         slow.close()
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
         assert b'"code": "request_timeout"' in answer or b'"code":"request_timeout"' in answer
-        assert 1.4 < time.monotonic() - started < 5
+        assert time.monotonic() - started > 1.4  # cut off by its timeout, not before
 
 
 def test_connections_that_send_nothing_are_closed_and_others_are_still_served(mnist_test):
