@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 
@@ -57,3 +58,18 @@ def correct_indices(split, checkpoint, count: int, start: int = 0) -> np.ndarray
         if len(chosen) == count:
             break
     return np.array(chosen)
+
+
+def metric(client, name: str, labels: str = "") -> float:
+    """A sample from /metrics; 0 for a labelled series not yet observed (Prometheus omits it)."""
+    text = client.get("/metrics").text
+    match = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def wait_for_in_flight(client, count: int) -> None:
+    """Until ``count`` prediction requests are inside the service (polling /metrics, no sleep)."""
+    for _ in range(100_000):
+        if metric(client, "prediction_requests_in_flight") == count:
+            return
+    pytest.fail(f"never saw {count} requests in flight")

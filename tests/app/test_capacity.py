@@ -7,13 +7,12 @@ is then decided by the test, not by timing.
 
 from __future__ import annotations
 
-import re
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from tests.app.conftest import correct_indices, make_client, png_part
+from tests.app.conftest import correct_indices, make_client, metric, png_part, wait_for_in_flight
 from training.strips import digit_image, encode
 
 MINUTE_MS = 60_000
@@ -31,30 +30,15 @@ def _post_digit(client, image) -> tuple[int, dict, dict]:
     return response.status_code, response.json(), dict(response.headers)
 
 
-def _metric(client, name: str, labels: str = "") -> float:
-    """A sample from /metrics; 0 for a labelled series not yet observed (Prometheus omits it)."""
-    text = client.get("/metrics").text
-    match = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
-
-
-def _wait_for_in_flight(client, count: int) -> None:
-    """Until ``count`` prediction requests are inside the service (polling /metrics, no sleep)."""
-    for _ in range(100_000):
-        if _metric(client, "prediction_requests_in_flight") == count:
-            return
-    pytest.fail(f"never saw {count} requests in flight")
-
-
 def test_concurrent_requests_share_one_forward_pass(mnist_test, known):
     images = [digit_image(mnist_test.images[i], black_on_white=bool(i % 2)) for i in known]
     with make_client(batch_max_size=8, batch_max_wait_ms=MINUTE_MS) as client, ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda image: _post_digit(client, image), images))
         assert [status for status, _, _ in results] == [200] * 8
         assert [body["predictions"][0]["label"] for _, body, _ in results] == [int(mnist_test.labels[i]) for i in known]
-        assert _metric(client, "inference_batch_requests_count", '{model="digit"}') == 1
-        assert _metric(client, "inference_batch_requests_sum", '{model="digit"}') == 8
-        assert _metric(client, "inference_batch_size_sum", '{model="digit"}') == 8
+        assert metric(client, "inference_batch_requests_count", '{model="digit"}') == 1
+        assert metric(client, "inference_batch_requests_sum", '{model="digit"}') == 8
+        assert metric(client, "inference_batch_size_sum", '{model="digit"}') == 8
 
 
 def test_batched_answers_equal_unbatched_ones(mnist_test, known):
@@ -85,7 +69,7 @@ def test_a_bad_upload_fails_alone_in_its_batch(mnist_test, known):
 
     with make_client(batch_max_size=3, batch_max_wait_ms=MINUTE_MS) as client, ThreadPoolExecutor(3) as pool:
         first, bad, second = pool.map(send, [good[0], truncated, good[1]])
-        assert _metric(client, "inference_batch_requests_sum", '{model="digit"}') == 2  # the bad one never reached the model
+        assert metric(client, "inference_batch_requests_sum", '{model="digit"}') == 2  # the bad one never reached the model
     assert (first[0], second[0]) == (200, 200)
     assert first[1]["predictions"][0]["label"] == mnist_test.labels[known[0]]
     assert bad == (422, {"detail": "files 'broken.png' could not be decoded: image file is truncated", "code": "corrupt_image"})
@@ -96,24 +80,24 @@ def test_overload_is_refused_at_once_then_deadline_then_normal_service(mnist_tes
     settings = {"max_pending_requests": 2, "batch_max_size": 3, "batch_max_wait_ms": MINUTE_MS, "request_timeout_seconds": 2}
     with make_client(**settings) as client, ThreadPoolExecutor(3) as pool:
         waiting = [pool.submit(_post_digit, client, image) for _ in range(2)]  # their batch of 3 never fills
-        _wait_for_in_flight(client, 2)
+        wait_for_in_flight(client, 2)
 
         status, body, headers = _post_digit(client, image)
         assert (status, body, headers["retry-after"]) == (503, OVERLOADED, "1")
-        assert _metric(client, "prediction_requests_rejected_total", '{reason="overloaded"}') == 1
+        assert metric(client, "prediction_requests_rejected_total", '{reason="overloaded"}') == 1
 
         for future in waiting:  # 2 s after they arrived, the two waiting requests give up
             status, body, headers = future.result(timeout=30)
             assert (status, body, headers["retry-after"]) == (503, DEADLINE, "1")
-        assert _metric(client, "inference_batch_requests_count", '{model="digit"}') == 0, "expired work must not run"
-        assert _metric(client, "inference_queue_depth", '{model="digit"}') == 0, "expired work must leave the queue"
+        assert metric(client, "inference_batch_requests_count", '{model="digit"}') == 0, "expired work must not run"
+        assert metric(client, "inference_queue_depth", '{model="digit"}') == 0, "expired work must leave the queue"
 
         # and right after, the service answers normally: one request of three digits fills a batch
         response = client.post("/predict/digit", files=[png_part("files", image)] * 3)
         assert response.status_code == 200
         assert [p["label"] for p in response.json()["predictions"]] == [mnist_test.labels[known[0]]] * 3
-        assert _metric(client, "inference_batch_size_sum", '{model="digit"}') == 3
-        assert _metric(client, "inference_queue_depth", '{model="digit"}') == 0
+        assert metric(client, "inference_batch_size_sum", '{model="digit"}') == 3
+        assert metric(client, "inference_queue_depth", '{model="digit"}') == 0
 
 
 def test_sequences_of_different_lengths_share_a_pass_and_keep_their_answers(mnist_test, known):
@@ -124,8 +108,8 @@ def test_sequences_of_different_lengths_share_a_pass_and_keep_their_answers(mnis
     # 3 + 5 digits fill a batch of 8: both sequences go through the CNN-LSTM in one packed pass
     with make_client(batch_max_size=8, batch_max_wait_ms=MINUTE_MS) as client, ThreadPoolExecutor(2) as pool:
         responses = list(pool.map(lambda files: client.post("/predict/sequence", files=files), (short, long)))
-        assert _metric(client, "inference_batch_requests_sum", '{model="sequence"}') == 2
-        assert _metric(client, "inference_batch_requests_count", '{model="sequence"}') == 1
+        assert metric(client, "inference_batch_requests_sum", '{model="sequence"}') == 2
+        assert metric(client, "inference_batch_requests_count", '{model="sequence"}') == 1
     assert [r.status_code for r in responses] == [200, 200]
     for got, want in zip((r.json() for r in responses), expected):
         # equal up to float rounding: a packed batch sums in another order than a lone sequence
@@ -144,11 +128,11 @@ def test_a_lone_request_starts_its_pass_at_once(mnist_test, known):
         with make_client(**settings) as client:
             for _ in range(5):
                 assert _post_digit(client, image)[0] == 200
-            count = _metric(client, "inference_queue_wait_seconds_count", '{model="digit"}')
-            total = _metric(client, "inference_queue_wait_seconds_sum", '{model="digit"}')
+            count = metric(client, "inference_queue_wait_seconds_count", '{model="digit"}')
+            total = metric(client, "inference_queue_wait_seconds_sum", '{model="digit"}')
             assert count == 5
             assert 5 * low <= total <= 5 * high
-            assert _metric(client, "inference_batch_requests_bucket", '{le="1.0",model="digit"}') == 5
+            assert metric(client, "inference_batch_requests_bucket", '{le="1.0",model="digit"}') == 5
 
 
 def test_concurrent_requests_still_share_passes_without_a_batch_wait(mnist_test, known):
@@ -157,6 +141,6 @@ def test_concurrent_requests_still_share_passes_without_a_batch_wait(mnist_test,
     with make_client() as client, ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(lambda k: _post_digit(client, images[k % len(images)])[0], range(96)))
         assert statuses == [200] * 96
-        passes = _metric(client, "inference_batch_requests_count", '{model="digit"}')
-        assert _metric(client, "inference_batch_requests_sum", '{model="digit"}') == 96
+        passes = metric(client, "inference_batch_requests_count", '{model="digit"}')
+        assert metric(client, "inference_batch_requests_sum", '{model="digit"}') == 96
         assert passes < 96  # some pass served more than one request
