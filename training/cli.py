@@ -25,9 +25,19 @@ from model.devices import select_device
 from training import distributed
 from training.data import DATA_DIR_ENV, FASHION_MNIST
 from training.options import Precision, RunOptions
+from training.render import TRAIN_STYLE
 from training.studies import STUDIES, StudyOptions
 from training.studies.architectures import MODELS as ARCHITECTURE_MODELS
 from training.tasks import TASKS, for_architecture
+
+
+def _share(text: str) -> float:
+    """A share in [0, 1], for argparse."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a share between 0 and 1")
+    return value
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--precision", choices=get_args(Precision), default="fp32",
                        help="line reader: bf16 runs the forward pass under bfloat16 autocast (1.5x faster on a CPU "
                             "with AVX512-BF16 or AMX, and on GPUs); weights, optimiser and CTC loss stay fp32")
+    train.add_argument("--mnist-share", type=_share, metavar="SHARE",
+                       help="line reader: share of plain MNIST-made strips (black on white) among the training strips "
+                            f"(default {TRAIN_STYLE.mnist_share})")
     train.add_argument("--init-from", type=Path, help="DigitNet checkpoint to start the encoder from (sequence, digit-sum), "
                        "or a LineReader checkpoint to continue training (line-reader)")
 
@@ -120,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             time_limit=args.time_limit,
             steps_per_epoch=args.steps_per_epoch,
             precision=args.precision,
+            mnist_share=args.mnist_share,
         )
         path = task.train(options)
         if not world.main:

@@ -18,6 +18,7 @@ An "epoch" is ``STEPS_PER_EPOCH`` batches of fresh strips.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -160,7 +161,8 @@ def train(options: RunOptions) -> Path:
     if options.limit:
         fit_idx = fit_idx[: options.limit]
     workers = options.workers if options.workers is not None else max(1, (os.cpu_count() or 2) - 1)
-    loader = DataLoader(RenderedStrips(train_split, fit_idx, options.seed, options.batch_size // world.size, rank=world.rank),
+    style = TRAIN_STYLE if options.mnist_share is None else dataclasses.replace(TRAIN_STYLE, mnist_share=options.mnist_share)
+    loader = DataLoader(RenderedStrips(train_split, fit_idx, options.seed, options.batch_size // world.size, style, rank=world.rank),
                         batch_size=None,
                         num_workers=workers, worker_init_fn=_one_thread, pin_memory=device.type == "cuda",
                         persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
