@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--mnist-share", type=_share, metavar="SHARE",
                        help="line reader: share of plain MNIST-made strips (black on white) among the training strips "
                             f"(default {TRAIN_STYLE.mnist_share})")
+    train.add_argument("--reshape-digits", action="store_true",
+                       help="line reader: draw each digit through the digit model's affine augmentation (rotation, "
+                            "scale, shear) before it is written into a strip")
     train.add_argument("--init-from", type=Path, help="DigitNet checkpoint to start the encoder from (sequence, digit-sum), "
                        "or a LineReader checkpoint to continue training (line-reader)")
 
@@ -134,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             steps_per_epoch=args.steps_per_epoch,
             precision=args.precision,
             mnist_share=args.mnist_share,
+            reshape_digits=args.reshape_digits,
         )
         path = task.train(options)
         if not world.main:

@@ -36,6 +36,7 @@ from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from model.preprocess import NoInkError
 from model.line import BLANK_CLASS, DEFAULT_LINE, LineConfig, batch_lines, read_lines, steps_for, strip_to_line
 from training import distributed
+from training.augment import AffineAugment
 from training.data import Split, load_split, train_val_indices
 from training.loop import Step, optimise, seed_everything, train_epochs
 from training.provenance import provenance, write_json
@@ -64,19 +65,31 @@ class RenderedStrips(IterableDataset):
     POOL = 4
 
     def __init__(self, split: Split, indices: np.ndarray, seed: int, batch_size: int, style: Style = TRAIN_STYLE,
-                 line: LineConfig = DEFAULT_LINE, rank: int = 0) -> None:
+                 line: LineConfig = DEFAULT_LINE, rank: int = 0, reshape: AffineAugment | None = None) -> None:
         self.images, self.labels = split.images[indices], split.labels[indices]
         self.seed, self.batch_size, self.style, self.line, self.rank = seed, batch_size, style, line, rank
+        self.reshape = reshape
+
+    def _digits(self, pick: np.ndarray, generator: torch.Generator) -> np.ndarray:
+        """The picked digits, each drawn through ``reshape`` when there is one, so that a network
+        shown the same 55,000 digits many times over sees new shapes of them."""
+        digits = self.images[pick]
+        if self.reshape is None or not len(pick):
+            return digits
+        moved = self.reshape(torch.from_numpy(digits).float().unsqueeze(1), generator)
+        return moved.squeeze(1).round().clamp(0, 255).to(torch.uint8).numpy()
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         key = [self.seed, info.id if info else 0] + ([self.rank] if self.rank else [])
         rng = np.random.default_rng(key)
+        # Its own stream, so that a run without ``reshape`` renders the strips it always did.
+        generator = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
         while True:
             pool = []
             for _ in range(self.POOL * self.batch_size):
                 pick = rng.integers(0, len(self.labels), draw_length(rng, self.style))
-                strip = render_strip(self.images[pick], self.labels[pick], rng, self.style)
+                strip = render_strip(self._digits(pick, generator), self.labels[pick], rng, self.style)
                 try:
                     pool.append((strip_to_line(strip.image, self.line).pixels, strip.labels))
                 except NoInkError:  # a faint mark alone on busy paper: nothing stands out
@@ -162,7 +175,9 @@ def train(options: RunOptions) -> Path:
         fit_idx = fit_idx[: options.limit]
     workers = options.workers if options.workers is not None else max(1, (os.cpu_count() or 2) - 1)
     style = TRAIN_STYLE if options.mnist_share is None else dataclasses.replace(TRAIN_STYLE, mnist_share=options.mnist_share)
-    loader = DataLoader(RenderedStrips(train_split, fit_idx, options.seed, options.batch_size // world.size, style, rank=world.rank),
+    reshape = AffineAugment() if options.reshape_digits else None
+    loader = DataLoader(RenderedStrips(train_split, fit_idx, options.seed, options.batch_size // world.size, style,
+                                       rank=world.rank, reshape=reshape),
                         batch_size=None,
                         num_workers=workers, worker_init_fn=_one_thread, pin_memory=device.type == "cuda",
                         persistent_workers=workers > 0, prefetch_factor=4 if workers else None)

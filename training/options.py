@@ -28,6 +28,7 @@ class RunOptions:
     workers: int | None = None  # line reader: processes rendering strips (default: CPUs - 1)
     ema_decay: float = 0.999
     precision: Precision = "fp32"  # line reader: "bf16" trains under bfloat16 autocast (weights and optimiser stay fp32)
+    reshape_digits: bool = False  # line reader: each digit through the digit model's affine augmentation first
     mnist_share: float | None = None  # line reader: share of plain MNIST-made strips in the mix (default: the style's)
 
     @property

@@ -87,7 +87,7 @@ def test_line_reader_trains_on_rendered_strips(mnist_dir, tmp_path):
     """A few batches of rendered strips: the line reader trains with CTC, picks its epoch on
     validation strips of both generator styles, and records its test figures by condition and
     on MNIST-made strips; a second run continues from the first's weights, and stops at its time
-    limit after one of its two epochs, training under bf16 autocast on MNIST-made strips alone."""
+    limit after one of its two epochs, training under bf16 autocast on MNIST-made strips alone, of reshaped digits."""
     out = tmp_path / "line_reader.pt"
     args = ["train", "line-reader", "--data-dir", str(mnist_dir), "--device", "cpu", "--limit", "64", "--epochs", "2",
             "--batch-size", "16", "--workers", "1", "--out", str(out)]
@@ -104,11 +104,11 @@ def test_line_reader_trains_on_rendered_strips(mnist_dir, tmp_path):
     assert log_probs.shape == (2, 16, 11)
     again = tmp_path / "again.pt"
     assert main([*args[:-1], str(again), "--epochs", "2", "--time-limit", "0.001", "--init-from", str(out),
-                 "--precision", "bf16", "--mnist-share", "1"]) == 0
+                 "--precision", "bf16", "--mnist-share", "1", "--reshape-digits"]) == 0
     metadata = _check_run(again, "LineReader", confusion=False).metadata
     assert metadata["hyperparameters"]["init_from"] == "line_reader.pt"
     assert metadata["hyperparameters"]["precision"] == "bf16"
-    assert metadata["hyperparameters"]["mnist_share"] == 1.0
+    assert metadata["hyperparameters"]["mnist_share"] == 1.0 and metadata["hyperparameters"]["reshape_digits"]
     with pytest.raises(SystemExit):  # a share is between 0 and 1
         main([*args, "--mnist-share", "1.5"])
     assert metadata["hyperparameters"]["epochs_run"] == 1 and len(metadata["history"]) == 1
