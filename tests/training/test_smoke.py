@@ -14,7 +14,8 @@ from model.checkpoint import load_checkpoint
 from model.line import strip_to_line
 from tests.conftest import WEIGHTS
 from training.cli import main
-from training.line_reader import collate, ctc_loss, evaluate_set
+from training.augment import AffineAugment
+from training.line_reader import RenderedStrips, collate, ctc_loss, evaluate_set
 from training.render import TRAIN_STYLE, StripSet, render_strip
 from training.strips import make_strip
 
@@ -87,7 +88,8 @@ def test_line_reader_trains_on_rendered_strips(mnist_dir, tmp_path):
     """A few batches of rendered strips: the line reader trains with CTC, picks its epoch on
     validation strips of both generator styles, and records its test figures by condition and
     on MNIST-made strips; a second run continues from the first's weights, and stops at its time
-    limit after one of its two epochs, training under bf16 autocast on MNIST-made strips alone, of reshaped digits."""
+    limit after one of its two epochs, training under bf16 autocast on MNIST-made strips alone,
+    of reshaped digits."""
     out = tmp_path / "line_reader.pt"
     args = ["train", "line-reader", "--data-dir", str(mnist_dir), "--device", "cpu", "--limit", "64", "--epochs", "2",
             "--batch-size", "16", "--workers", "1", "--out", str(out)]
@@ -109,9 +111,26 @@ def test_line_reader_trains_on_rendered_strips(mnist_dir, tmp_path):
     assert metadata["hyperparameters"]["init_from"] == "line_reader.pt"
     assert metadata["hyperparameters"]["precision"] == "bf16"
     assert metadata["hyperparameters"]["mnist_share"] == 1.0 and metadata["hyperparameters"]["reshape_digits"]
+    assert metadata["hyperparameters"]["epochs_run"] == 1 and len(metadata["history"]) == 1
     with pytest.raises(SystemExit):  # a share is between 0 and 1
         main([*args, "--mnist-share", "1.5"])
-    assert metadata["hyperparameters"]["epochs_run"] == 1 and len(metadata["history"]) == 1
+
+
+def test_reshaped_digits_change_the_strips(mnist_test):
+    """``--reshape-digits`` moves each digit by the affine augmentation before it is written: the
+    stream still yields well-formed batches (digit targets that add up to their lengths), and no
+    batch of its first pool is one of the plain stream's."""
+
+    def first_pool(reshape: AffineAugment | None) -> list[dict[str, torch.Tensor]]:
+        stream = iter(RenderedStrips(mnist_test, np.arange(500), seed=3, batch_size=8, reshape=reshape))
+        return [next(stream) for _ in range(RenderedStrips.POOL)]
+
+    plain, reshaped = first_pool(None), first_pool(AffineAugment())
+    for batch in reshaped:
+        assert int(batch["target_lengths"].sum()) == len(batch["targets"]) > 0
+        assert batch["targets"].min() >= 0 and batch["targets"].max() <= 9
+    assert not any(a["lines"].shape == b["lines"].shape and torch.equal(a["lines"], b["lines"])
+                   for a in plain for b in reshaped)
 
 
 def test_bf16_training_computes_the_same_ctc_loss(mnist_test):
