@@ -18,8 +18,8 @@ it to the thread pool and back costs the event loop, so those handlers decode in
 on the inference thread (``decode_in_batch``; docs/performance.md has the measurements), unless
 the request's images declare over ``SMALL_REQUEST_PIXELS``: big uploads decode in the thread
 pool and never hold up other requests' passes. Strips and sequences take a millisecond or more
-and always decode in the thread pool first. With batching off (the benchmark's comparison), the
-request's own worker thread decodes and runs its pass alone.
+and always decode in the thread pool first. With batching off (the benchmark's comparison), each
+request decodes in the thread pool and runs a pass of its own on the inference thread.
 """
 
 from __future__ import annotations
@@ -404,11 +404,26 @@ class _Runner:
         return results
 
 
-class Engine:
-    """The handlers' runners, the inference thread they share, and their lifecycle."""
+def inference_thread() -> ThreadPoolExecutor:
+    """The one thread that runs the networks: the models are loaded and warmed up on it, and the
+    engine runs every forward pass on it.
 
-    def __init__(self, models: Models, handlers: Iterable[Handler], settings: Settings, metrics: Metrics) -> None:
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    Why loading belongs there too: torch's OpenMP runtime (libgomp) keeps a team of worker
+    threads for every thread that has run a parallel region. Once those threads outnumber the
+    cores, libgomp stops its workers from spinning between regions, and every small region pays
+    for waking them: the line reader's LSTM runs hundreds per strip, and a 10-digit strip's
+    pass took 15 ms instead of 3.5 ms on 2 cores when the models had been loaded (traced and
+    warmed up) on another thread (docs/performance.md). One thread, one team."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+
+
+class Engine:
+    """The handlers' runners, the inference thread they share (``inference_thread``, the one the
+    models were loaded on), and their lifecycle."""
+
+    def __init__(self, models: Models, handlers: Iterable[Handler], settings: Settings, metrics: Metrics,
+                 executor: ThreadPoolExecutor) -> None:
+        self.executor = executor
         self.threads = ThreadPlan(settings)
         self.pixels = PixelBudget(settings.max_request_pixels, settings.max_inflight_pixels)
         self.metrics = metrics
@@ -436,7 +451,7 @@ class Engine:
         pixels = sum(image.width * image.height for image in opened)
         with self.pixels.hold(pixels):
             if runner.batcher is None:
-                return await run_in_threadpool(self._alone, runner, inputs, opened, serving, endpoint)
+                return await self._alone(runner, inputs, opened, serving, endpoint)
             try:
                 if handler.decode_in_batch and pixels <= SMALL_REQUEST_PIXELS:
                     job = _Request(lambda: handler.decode(inputs, opened, serving), endpoint)
@@ -454,12 +469,13 @@ class Engine:
                                     "the request waited longer than the service's deadline; retry shortly") from None
         return handler.encode(payload, output, serving.models)
 
-    def _alone(self, runner: _Runner, inputs: Any, opened: list[Any], serving: Serving, endpoint: str) -> dict[str, Any]:
-        """Batching off: decode and run this request's own forward pass, on this thread."""
+    async def _alone(self, runner: _Runner, inputs: Any, opened: list[Any], serving: Serving, endpoint: str) -> dict[str, Any]:
+        """Batching off: decode in the thread pool, then this request's own forward pass on the
+        inference thread."""
         handler = runner.handler
-        payload = handler.decode(inputs, opened, serving)
+        payload = await run_in_threadpool(handler.decode, inputs, opened, serving)
         self.metrics.images.labels(endpoint).inc(handler.size(payload))
-        output = run_unbatched(runner.predict, payload)
+        output = await asyncio.get_running_loop().run_in_executor(self.executor, run_unbatched, runner.predict, payload)
         return handler.encode(payload, output, serving.models)
 
     def start(self) -> None:

@@ -7,6 +7,7 @@ prediction routes consult.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -15,12 +16,11 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
-from starlette.concurrency import run_in_threadpool
 
 from app import tuning
 from app.catalog import CATALOG, ModelSpec
 from app.deps import require_api_key
-from app.engine import LARGE_BATCH, Engine
+from app.engine import LARGE_BATCH, Engine, inference_thread
 from app.errors import install_error_handlers
 from app.middleware import Admission, Readiness, RequestObserver
 from app.observability import Metrics
@@ -49,12 +49,15 @@ Every error is JSON: `{"detail": "...", "code": "..."}`.
 async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     settings: Settings = app.state.settings
     readiness: Readiness = app.state.readiness
+    inference = inference_thread()
     try:
-        loaded = await run_in_threadpool(load_models, settings.weights_dir, settings.device, app.state.catalog)
+        loaded = await asyncio.get_running_loop().run_in_executor(
+            inference, load_models, settings.weights_dir, settings.device, app.state.catalog)
     except (CheckpointError, RuntimeError) as error:
+        inference.shutdown()
         log.critical("refusing to start: %s", error)
         raise
-    engine = Engine(loaded, [spec.handler for spec in loaded.catalog.values()], settings, app.state.metrics)
+    engine = Engine(loaded, [spec.handler for spec in loaded.catalog.values()], settings, app.state.metrics, inference)
     engine.start()
     tuning.freeze_startup_objects()
     readiness.ready = True
