@@ -96,6 +96,8 @@ def test_a_killed_worker_is_replaced_and_only_its_requests_are_lost(mnist_test):
         children = Path(f"/proc/{service.process.pid}/task/{service.process.pid}/children").read_text().split()
         workers = [int(pid) for pid in children if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
         assert len(workers) == 2
+        for pid in workers:  # workers sharing the cores do not spin between parallel regions
+            assert b"OMP_WAIT_POLICY=PASSIVE" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         outcomes: list[str] = []
         stop = threading.Event()
 
