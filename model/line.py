@@ -83,17 +83,36 @@ class Line:
     scale: float
     top: float = 0.0
 
-    def boxes(self, reading: Reading) -> list[tuple[float, float, float, float]]:
-        """Each digit read, as a box (left, top, right, bottom) in source pixels: its columns run
-        from halfway to the previous digit's steps to halfway to the next one's, and no wider
-        than the line is tall (a digit is narrower than it is tall), centred on its own steps."""
+    def boxes(self, reading: Reading, level: float = 0.35) -> list[tuple[float, float, float, float]]:
+        """Each digit read, as a box (left, top, right, bottom) in source pixels, over the line's
+        rows.
+
+        CTC marks a digit at the few steps where its symbol wins, somewhere over the digit, not
+        over its extent. So its columns come from the ink: they run from the emptiest column
+        between its steps and the previous digit's to the emptiest between its steps and the
+        next one's (at either end of the line, the emptiest within a line height, the nearest
+        to the digit), and are then tightened to the columns holding ink above ``level``."""
         height, width = self.pixels.shape
-        centres = [(a + b + 1) / 2 for a, b in reading.spans]
-        cuts = [0.0] + [(reading.spans[i][1] + 1 + reading.spans[i + 1][0]) / 2 for i in range(len(centres) - 1)] + [float(width)]
-        half = 0.5 * height
+        ink = self.pixels.sum(axis=0)
+        strong = (self.pixels > level).any(axis=0)
+        runs = [(first, last + 1) for first, last in reading.spans]
+
+        def emptiest(lo: int, hi: int, nearest_last: bool) -> int:
+            lo, hi = max(0, lo), min(width, hi)
+            if hi <= lo:
+                return min(max(lo, 0), width)
+            window = ink[lo:hi]
+            least = np.flatnonzero(window <= window.min())
+            return lo + int(least[-1] if nearest_last else least[0])
+
+        cuts = [emptiest(runs[0][0] - height, runs[0][0] + 1, True)] if runs else []
+        cuts += [emptiest(a[1], b[0], True) for a, b in zip(runs, runs[1:])]
+        cuts += [emptiest(runs[-1][1] - 1, runs[-1][1] + height, False) + 1] if runs else []
         out = []
-        for i, centre in enumerate(centres):
-            first, last = max(cuts[i], centre - half), min(cuts[i + 1], centre + half)
+        for first, last in zip(cuts, cuts[1:]):
+            columns = np.flatnonzero(strong[first:last])
+            if columns.size:
+                first, last = first + int(columns[0]), first + int(columns[-1]) + 1
             out.append((self.left + first * self.scale, self.top, self.left + last * self.scale, self.top + height * self.scale))
         return out
 

@@ -62,6 +62,30 @@ def test_strips_of_touching_digits_are_read(client, mnist_test):
     assert _read_rate(client, _mnist_strips(mnist_test, 109, 60, max_gap=0.0), fmt="JPEG") >= 0.9
 
 
+def test_each_digit_box_covers_where_it_was_written(client, mnist_test):
+    """A strip's digits come with boxes (fractions of the image) over where each was written:
+    against the columns each digit's ink was placed at, the boxes' mean overlap (intersection
+    over union of the column ranges) was 0.91 on 3,876 digits of N(10, 3) strips, and 98.8%
+    overlapped by half or more."""
+    rng = np.random.default_rng(21)
+    overlaps = []
+    for _ in range(40):
+        index = rng.integers(0, len(mnist_test), int(rng.integers(3, 13)))
+        strip = make_strip(mnist_test.images[index], mnist_test.labels[index], rng)
+        body = client.post("/predict/sequence", files=[png_part("strip", strip.image, name="strip.png")]).json()
+        if [d["label"] for d in body["digits"]] != strip.labels:
+            continue
+        boxes = [d["box"] for d in body["digits"]]
+        assert all(0 <= left < right <= 1 and 0 <= top < bottom <= 1 for left, top, right, bottom in boxes)
+        assert [b[0] for b in boxes] == sorted(b[0] for b in boxes)
+        for (left, _, right, _), (first, last) in zip(boxes, strip.columns):
+            left, right = left * strip.image.width, right * strip.image.width
+            inside = max(0.0, min(right, last + 1) - max(left, first))
+            overlaps.append(inside / (max(right, last + 1) - min(left, first)))
+    assert len(overlaps) >= 200
+    assert np.mean(overlaps) >= 0.85 and np.mean(np.array(overlaps) >= 0.5) >= 0.97, np.mean(overlaps)
+
+
 @pytest.mark.parametrize(("condition", "measured"), [("cheque", 0.82), ("paper", 0.90), ("marks", 0.83), ("touching", 0.87)])
 def test_real_world_strips_are_read(client, mnist_test, condition, measured):
     """Strips as the world writes them (training.render, the dev style: paper patterns and marks
