@@ -86,7 +86,7 @@ def share_cores() -> None:
     process wants (the line reader's LSTM runs hundreds of small regions per strip). Processes
     sharing the cores spin away each other's CPU time instead: with two workers on 2 cores, each
     running a 256-digit pass on both cores, the pair answered at 0.3-0.35 of the in-process rate
-    spinning, and at 0.98 waiting passively (docs/performance.md). Set in the environment the
+    spinning, and at 0.84-1.00 waiting passively (docs/performance.md). Set in the environment the
     spawned workers inherit, before their OpenMP runtime starts; an OMP_WAIT_POLICY already set
     is kept."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

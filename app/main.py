@@ -53,9 +53,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     try:
         loaded = await asyncio.get_running_loop().run_in_executor(
             inference, load_models, settings.weights_dir, settings.device, app.state.catalog)
-    except (CheckpointError, RuntimeError) as error:
+    except BaseException as error:
         inference.shutdown()
-        log.critical("refusing to start: %s", error)
+        if isinstance(error, (CheckpointError, RuntimeError)):
+            log.critical("refusing to start: %s", error)
         raise
     engine = Engine(loaded, [spec.handler for spec in loaded.catalog.values()], settings, app.state.metrics, inference)
     engine.start()

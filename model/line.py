@@ -83,7 +83,7 @@ class Line:
     scale: float
     top: float = 0.0
 
-    def boxes(self, reading: Reading, level: float = 0.35) -> list[tuple[float, float, float, float]]:
+    def boxes(self, reading: Reading, level: float = DEFAULT_LINE.crop_level) -> list[tuple[float, float, float, float]]:
         """Each digit read, as a box (left, top, right, bottom) in source pixels, over the line's
         rows.
 
@@ -100,7 +100,7 @@ class Line:
         def emptiest(lo: int, hi: int, nearest_last: bool) -> int:
             lo, hi = max(0, lo), min(width, hi)
             if hi <= lo:
-                return min(max(lo, 0), width)
+                return lo
             window = ink[lo:hi]
             least = np.flatnonzero(window <= window.min())
             return lo + int(least[-1] if nearest_last else least[0])

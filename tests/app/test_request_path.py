@@ -58,9 +58,10 @@ def test_a_digit_request_enters_four_app_files_past_the_edge(mnist_test):
 
 @pytest.mark.parametrize("batching", [True, False])
 def test_every_network_runs_on_the_thread_the_models_were_loaded_on(mnist_test, batching):
-    """Loading (tracing, warm-up) and every endpoint's forward passes, batched or not, all run
-    networks on one thread: torch's OpenMP runtime keeps a team of workers per thread that runs a network, and
-    a second team on 2 cores made every strip's pass several times slower (``inference_thread``)."""
+    """Loading (tracing, warm-up) and every endpoint's forward passes, batched or not, run their
+    networks on one thread: torch's OpenMP runtime keeps a team of workers per thread that runs a
+    network, and a second team on 2 cores made every strip's pass several times slower
+    (``app.engine.inference_thread``)."""
     digit = digit_image(mnist_test.images[0])
     strip = make_strip(mnist_test.images[:6], mnist_test.labels[:6], np.random.default_rng(0)).image
     ran_networks: set[str] = set()
