@@ -7,7 +7,9 @@ service's preprocessing (``model.preprocess.preprocess_digits``) and read by the
         --checkpoint weights/digit.pt [--checkpoint other.pt ...]
 
 A digit is cropped to its ink, scaled so its longer side fills the target size (aspect kept),
-optionally thickened (a 3x3 maximum at that size) and thresholded, and sent black on white.
+optionally thickened (a 3x3 maximum at that size) and thresholded, and sent black on white, then
+again white on black (a digit that fills its frame leaves the preprocessing little paper at the
+border to tell the two apart by).
 """
 
 from __future__ import annotations
@@ -57,9 +59,10 @@ def render(raw: np.ndarray, kind: Kind) -> np.ndarray:
     return 1 - ink
 
 
-def accuracy(checkpoint: Path, images: np.ndarray, labels: np.ndarray, kind: Kind) -> float:
+def accuracy(checkpoint: Path, images: np.ndarray, labels: np.ndarray, kind: Kind, white_on_black: bool = False) -> float:
     model = load_checkpoint(checkpoint).model.eval()
-    inputs = normalise(preprocess_digits([render(image, kind) for image in images]))
+    grays = [render(image, kind) for image in images]
+    inputs = normalise(preprocess_digits([1.0 - gray if white_on_black else gray for gray in grays]))
     with torch.inference_mode():
         predicted = torch.cat([model(inputs[i : i + 1000]).argmax(1) for i in range(0, len(inputs), 1000)])
     return float((predicted.numpy() == labels).mean())
@@ -78,9 +81,11 @@ def main() -> None:
     images, labels = test.images[chosen], test.labels[chosen]
     print("| kind | " + " | ".join(str(c) for c in checkpoints) + " |")
     print("| --- |" + " ---: |" * len(checkpoints))
-    for name, kind in KINDS.items():
-        figures = [accuracy(c, images, labels, kind) for c in checkpoints]
-        print(f"| {name} | " + " | ".join(f"{100 * f:.2f}%" for f in figures) + " |", flush=True)
+    for white_on_black in (False, True):
+        for name, kind in KINDS.items():
+            figures = [accuracy(c, images, labels, kind, white_on_black) for c in checkpoints]
+            row = f"{name}, white on black" if white_on_black else name
+            print(f"| {row} | " + " | ".join(f"{100 * f:.2f}%" for f in figures) + " |", flush=True)
 
 
 if __name__ == "__main__":

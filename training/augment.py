@@ -10,8 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageFilter
+
+from model.preprocess import DEFAULT_CONFIG, NoInkError, normalise, preprocess_digit
 
 
 def mirror(images: torch.Tensor, generator: torch.Generator | None = None, share: float = 0.5) -> torch.Tensor:
@@ -134,3 +138,61 @@ class GarmentAugment:
                & (cols >= left.view(n, 1, 1)) & (cols < (left + w).view(n, 1, 1)) & chosen.view(n, 1, 1))
         background = images.amin(dim=(1, 2, 3), keepdim=True)
         return torch.where(box.unsqueeze(1).to(device), background, images)
+
+
+@dataclass(frozen=True)
+class FramedScans:
+    """Digits scanned so that they fill their frame, as the service's preprocessing presents them.
+
+    A scan cropped to the digit, at 12-24 pixels and written with a thick pen, leaves little
+    paper at its border, and the border is where the preprocessing tells paper from ink: more
+    than half of it can be ink, and the digit then reaches the network inverted (its paper read
+    as ink). No rule tells a frame-filling binary digit's polarity from its pixels, so the
+    network learns to read both: each training digit is drawn once as such a scan (its longer
+    side filling the frame, or stretched square; strokes thickened; thresholded; black on white
+    or white on black) and sent through ``model.preprocess``, and ``share`` of each batch is
+    swapped for these before the writing augmentation.
+    """
+
+    share: float = 0.15
+    sizes: tuple[int, int] = (12, 24)
+    square: float = 0.3  # share stretched to fill the frame both ways
+    thick: float = 0.6  # share with strokes thickened by a 3x3 maximum at the scan's size
+    binary: float = 0.7  # share thresholded to black and white
+
+    def scan(self, raw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One MNIST digit (28x28 uint8, white on black) -> the scan, grayscale in [0, 1]."""
+        rows, cols = np.flatnonzero(raw.max(axis=1) > 30), np.flatnonzero(raw.max(axis=0) > 30)
+        crop = Image.fromarray(raw[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+        size = int(rng.integers(self.sizes[0], self.sizes[1] + 1))
+        if rng.random() < self.square:
+            width, height = size, size
+        else:
+            scale = size / max(crop.size)
+            width, height = max(1, round(crop.width * scale)), max(1, round(crop.height * scale))
+        frame = Image.new("L", (size, size))
+        frame.paste(crop.resize((width, height), Image.Resampling.BILINEAR), ((size - width) // 2, (size - height) // 2))
+        if rng.random() < self.thick:
+            frame = frame.filter(ImageFilter.MaxFilter(3))
+        ink = np.asarray(frame, dtype=np.float32) / 255
+        if rng.random() < self.binary:
+            ink = (ink > rng.uniform(0.3, 0.6)).astype(np.float32)
+        return 1.0 - ink if rng.random() < 0.5 else ink
+
+    def prepare(self, images: np.ndarray, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw training digits [N, 28, 28] -> (their scans as the network reads them [N, 1, 28, 28],
+        normalised; [N] bool: usable, False where thresholding left no ink)."""
+        rng = np.random.default_rng(seed)
+        arrays, usable = np.zeros((len(images), 28, 28), np.float32), np.ones(len(images), bool)
+        for i, raw in enumerate(images):
+            try:
+                arrays[i] = preprocess_digit(self.scan(raw, rng), DEFAULT_CONFIG)
+            except NoInkError:
+                usable[i] = False
+        return normalise(arrays), torch.from_numpy(usable)
+
+    def mix(self, inputs: torch.Tensor, scans: torch.Tensor, usable: torch.Tensor,
+            generator: torch.Generator) -> torch.Tensor:
+        """A batch with ``share`` of its (usable) digits swapped for their scans."""
+        swap = (torch.rand(len(inputs), generator=generator) < self.share) & usable
+        return torch.where(swap.to(inputs.device).view(-1, 1, 1, 1), scans.to(inputs.device), inputs)

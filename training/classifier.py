@@ -22,6 +22,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from model.architectures import build_model, count_parameters
 from model.checkpoint import Checkpoint, save_checkpoint
 from training import distributed
+from training.augment import FramedScans
 from training.calibration import expected_calibration_error, fit_temperature
 from training.data import Dataset, DigitData, flip_labels, load_split, prepare
 from training.loop import Step, batches, optimise, predict_logits, seed_everything, train_epochs
@@ -44,6 +45,7 @@ class ClassifierTask:
     version: str
     augment: Augment
     label_smoothing: float = 0.0
+    framed: FramedScans | None = None  # digits that fill their frame, swapped into each batch
 
     @property
     def title(self) -> str:
@@ -84,6 +86,9 @@ def train_classifier(options: RunOptions, task: ClassifierTask) -> Path:
     fit_inputs = fit.inputs.to(device)
     classes = len(task.dataset.labels)
     fit_labels = torch.as_tensor(flip_labels(fit.labels.numpy(), options.label_noise, classes, options.seed)).to(device)
+    if task.framed is not None:
+        scans, usable = task.framed.prepare(data.train.images[data.fit_indices], options.seed)
+        scans, usable = scans.to(device), usable.to(device)
 
     model = build_model(task.architecture, task.arguments).to(device, memory_format=torch.channels_last)
     trained = world.wrap(model, device)  # what the steps run: the model, or its DDP wrapper
@@ -104,7 +109,10 @@ def train_classifier(options: RunOptions, task: ClassifierTask) -> Path:
         index = index.to(device)
         # The whole global batch is augmented, so that the random draws are the same for any
         # number of processes; each then trains on its share.
-        images = world.shard(task.augment(fit_inputs[index], generator)).contiguous(memory_format=torch.channels_last)
+        inputs = fit_inputs[index]
+        if task.framed is not None:
+            inputs = task.framed.mix(inputs, scans[index], usable[index], generator)
+        images = world.shard(task.augment(inputs, generator)).contiguous(memory_format=torch.channels_last)
         targets = world.shard(fit_labels[index])
         logits = trained(images)
         summed = F.cross_entropy(logits, targets, label_smoothing=task.label_smoothing, reduction="sum")
@@ -156,6 +164,7 @@ def train_classifier(options: RunOptions, task: ClassifierTask) -> Path:
         "dataset": data.record(),
         "hyperparameters": {**options.hyperparameters(), "optimizer": "SGD nesterov 0.9, wd 5e-4",
                             "schedule": "one-cycle", "augmentation": repr(task.augment),
+                            **({"framed_scans": repr(task.framed)} if task.framed is not None else {}),
                             "label_smoothing": task.label_smoothing,
                             "weights": f"exponential moving average, decay {options.ema_decay}",
                             "processes": world.size, "examples_per_process": per_process},

@@ -219,6 +219,7 @@ class Prepared:
     fit: DigitData
     val: DigitData
     dataset: Dataset = MNIST
+    fit_indices: np.ndarray | None = None  # which training images ``fit`` holds
 
     def record(self) -> dict[str, Any]:
         """The data set as a checkpoint's metadata names it."""
@@ -236,4 +237,5 @@ def prepare(data_dir: str | None, val_size: int, seed: int, limit: int | None = 
     if limit:
         fit_idx, val_idx = fit_idx[:limit], val_idx[: max(limit // 4, 1)]
     config = dataset.preprocess
-    return Prepared(train, test, DigitData.from_split(train, fit_idx, config), DigitData.from_split(train, val_idx, config), dataset)
+    return Prepared(train, test, DigitData.from_split(train, fit_idx, config), DigitData.from_split(train, val_idx, config), dataset,
+                    fit_idx)

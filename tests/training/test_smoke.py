@@ -43,6 +43,7 @@ def _check_run(path, architecture, epochs=1, confusion=True):
 def test_digit_one_batch(smoke_digit):
     checkpoint = _check_run(smoke_digit, "DigitNet")
     assert checkpoint.metadata["hyperparameters"]["limit"] == 64
+    assert checkpoint.metadata["hyperparameters"]["framed_scans"].startswith("FramedScans(share=0.15")
     assert 0.0 <= checkpoint.metadata["metrics"]["test_accuracy"] <= 1.0
     assert checkpoint.metadata["metrics"]["test_samples"] == 10000
 
@@ -163,3 +164,22 @@ def test_evaluation_scores_a_strip_with_nothing_on_it_as_no_digits_read(mnist_te
     assert scores["exact"] == 1.0 and scores["count_right"] == 1.0
     wrong = evaluate_set(model, StripSet("blank", [blank, strip.image], [[7], strip.labels]), torch.device("cpu"))
     assert wrong["exact"] == 0.5 and wrong["digit_error"] == 1 / 6
+
+
+def test_framed_scans_are_what_the_service_makes_of_such_uploads(mnist_test):
+    """The digits scanned to fill their frame are sent through the service's own preprocessing:
+    the same seed gives the same scans, many fill their frame (a quarter or more of the border is
+    the other colour), and each is exactly what ``preprocess_digit`` makes of its scan."""
+    from model.preprocess import normalise, preprocess_digit
+    from training.augment import FramedScans
+
+    framed = FramedScans()
+    scans, usable = framed.prepare(mnist_test.images[:300], seed=3)
+    again, _ = framed.prepare(mnist_test.images[:300], seed=3)
+    assert scans.shape == (300, 1, 28, 28) and usable.float().mean() > 0.95 and torch.equal(scans, again)
+    rng = np.random.default_rng(3)
+    raw = [framed.scan(image, rng) for image in mnist_test.images[:300]]
+    light = [np.mean(np.concatenate([r[0], r[-1], r[:, 0], r[:, -1]]) > 0.5) for r in raw]
+    assert np.mean([min(share, 1 - share) >= 0.25 for share in light]) > 0.2
+    first = next(i for i in range(300) if usable[i])
+    assert torch.allclose(scans[first], normalise(preprocess_digit(raw[first])[None])[0])
