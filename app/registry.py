@@ -25,7 +25,7 @@ log = logging.getLogger("app.registry")
 class Models:
     """The loaded checkpoints by catalog name (identity, metadata, checksum, preprocessing), their
     networks in serving form (``model.inference.for_inference``: what runs), the ``model`` field
-    of their responses (name and version, e.g. ``digit:1.1.0``), and the device. Plain mappings:
+    of their responses (name and version, e.g. ``digit:1.2.0``), and the device. Plain mappings:
     a handler reads what it needs without a call into this module."""
 
     checkpoints: Mapping[str, Checkpoint]
