@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
-from model.preprocess import DEFAULT_CONFIG, NoInkError, normalise, preprocess_digit
+from model.preprocess import DEFAULT_CONFIG, NoInkError, PreprocessConfig, normalise, preprocess_digit
 
 
 def mirror(images: torch.Tensor, generator: torch.Generator | None = None, share: float = 0.5) -> torch.Tensor:
@@ -179,17 +179,18 @@ class FramedScans:
             ink = (ink > rng.uniform(0.3, 0.6)).astype(np.float32)
         return 1.0 - ink if rng.random() < 0.5 else ink
 
-    def prepare(self, images: np.ndarray, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def prepare(self, images: np.ndarray, seed: int, config: PreprocessConfig = DEFAULT_CONFIG) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw training digits [N, 28, 28] -> (their scans as the network reads them [N, 1, 28, 28],
         normalised; [N] bool: usable, False where thresholding left no ink)."""
         rng = np.random.default_rng(seed)
-        arrays, usable = np.zeros((len(images), 28, 28), np.float32), np.ones(len(images), bool)
+        arrays = np.zeros((len(images), config.canvas, config.canvas), np.float32)
+        usable = np.ones(len(images), bool)
         for i, raw in enumerate(images):
             try:
-                arrays[i] = preprocess_digit(self.scan(raw, rng), DEFAULT_CONFIG)
+                arrays[i] = preprocess_digit(self.scan(raw, rng), config)
             except NoInkError:
                 usable[i] = False
-        return normalise(arrays), torch.from_numpy(usable)
+        return normalise(arrays, config), torch.from_numpy(usable)
 
     def mix(self, inputs: torch.Tensor, scans: torch.Tensor, usable: torch.Tensor,
             generator: torch.Generator) -> torch.Tensor:

@@ -87,7 +87,7 @@ def train_classifier(options: RunOptions, task: ClassifierTask) -> Path:
     classes = len(task.dataset.labels)
     fit_labels = torch.as_tensor(flip_labels(fit.labels.numpy(), options.label_noise, classes, options.seed)).to(device)
     if task.framed is not None:
-        scans, usable = task.framed.prepare(data.train.images[data.fit_indices], options.seed)
+        scans, usable = task.framed.prepare(data.train.images[data.fit_indices], options.seed, task.dataset.preprocess)
         scans, usable = scans.to(device), usable.to(device)
 
     model = build_model(task.architecture, task.arguments).to(device, memory_format=torch.channels_last)
