@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter
 
 from model.checkpoint import load_checkpoint
 from model.preprocess import normalise, preprocess_digits
+from training.augment import scan_digit
 from training.data import load_split
 
 
@@ -45,18 +45,7 @@ KINDS = {
 
 def render(raw: np.ndarray, kind: Kind) -> np.ndarray:
     """An MNIST digit (white on black, uint8) -> grayscale in [0, 1], black ink on white."""
-    rows, cols = np.flatnonzero(raw.max(1) > 30), np.flatnonzero(raw.max(0) > 30)
-    crop = Image.fromarray(raw[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
-    scale = kind.size / max(crop.size)
-    width, height = max(1, round(crop.width * scale)), max(1, round(crop.height * scale))
-    canvas = Image.new("L", (kind.size, kind.size))
-    canvas.paste(crop.resize((width, height), Image.Resampling.BILINEAR), ((kind.size - width) // 2, (kind.size - height) // 2))
-    if kind.thick:
-        canvas = canvas.filter(ImageFilter.MaxFilter(3))
-    ink = np.asarray(canvas, dtype=np.float32) / 255
-    if kind.binary:
-        ink = (ink > 0.4).astype(np.float32)
-    return 1 - ink
+    return scan_digit(raw, kind.size, thick=kind.thick, threshold=0.4 if kind.binary else None)
 
 
 def accuracy(checkpoint: Path, images: np.ndarray, labels: np.ndarray, kind: Kind, white_on_black: bool = False) -> float:

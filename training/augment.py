@@ -140,6 +140,30 @@ class GarmentAugment:
         return torch.where(box.unsqueeze(1).to(device), background, images)
 
 
+def scan_digit(raw: np.ndarray, size: int, *, square: bool = False, thick: bool = False,
+               threshold: float | None = None, white_on_black: bool = False) -> np.ndarray:
+    """An MNIST digit (28x28 uint8, white on black) scanned into a ``size``-pixel square it fills:
+    cropped to its ink, its longer side scaled to ``size`` (or stretched to the whole square),
+    strokes optionally thickened by a 3x3 maximum at that size, optionally thresholded to black and
+    white at ``threshold`` -> grayscale in [0, 1], black ink on white unless ``white_on_black``.
+    ``FramedScans`` draws these for training; ``scripts.digit_robustness`` renders its kinds with it."""
+    rows, cols = np.flatnonzero(raw.max(axis=1) > 30), np.flatnonzero(raw.max(axis=0) > 30)
+    crop = Image.fromarray(raw[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+    if square:
+        width, height = size, size
+    else:
+        scale = size / max(crop.size)
+        width, height = max(1, round(crop.width * scale)), max(1, round(crop.height * scale))
+    frame = Image.new("L", (size, size))
+    frame.paste(crop.resize((width, height), Image.Resampling.BILINEAR), ((size - width) // 2, (size - height) // 2))
+    if thick:
+        frame = frame.filter(ImageFilter.MaxFilter(3))
+    ink = np.asarray(frame, dtype=np.float32) / 255
+    if threshold is not None:
+        ink = (ink > threshold).astype(np.float32)
+    return ink if white_on_black else 1.0 - ink
+
+
 @dataclass(frozen=True)
 class FramedScans:
     """Digits scanned so that they fill their frame, as the service's preprocessing presents them.
@@ -161,23 +185,12 @@ class FramedScans:
     binary: float = 0.7  # share thresholded to black and white
 
     def scan(self, raw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One MNIST digit (28x28 uint8, white on black) -> the scan, grayscale in [0, 1]."""
-        rows, cols = np.flatnonzero(raw.max(axis=1) > 30), np.flatnonzero(raw.max(axis=0) > 30)
-        crop = Image.fromarray(raw[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+        """One MNIST digit (28x28 uint8, white on black) -> a scan drawn at random, grayscale in [0, 1]."""
         size = int(rng.integers(self.sizes[0], self.sizes[1] + 1))
-        if rng.random() < self.square:
-            width, height = size, size
-        else:
-            scale = size / max(crop.size)
-            width, height = max(1, round(crop.width * scale)), max(1, round(crop.height * scale))
-        frame = Image.new("L", (size, size))
-        frame.paste(crop.resize((width, height), Image.Resampling.BILINEAR), ((size - width) // 2, (size - height) // 2))
-        if rng.random() < self.thick:
-            frame = frame.filter(ImageFilter.MaxFilter(3))
-        ink = np.asarray(frame, dtype=np.float32) / 255
-        if rng.random() < self.binary:
-            ink = (ink > rng.uniform(0.3, 0.6)).astype(np.float32)
-        return 1.0 - ink if rng.random() < 0.5 else ink
+        square = bool(rng.random() < self.square)
+        thick = bool(rng.random() < self.thick)
+        threshold = float(rng.uniform(0.3, 0.6)) if rng.random() < self.binary else None
+        return scan_digit(raw, size, square=square, thick=thick, threshold=threshold, white_on_black=bool(rng.random() >= 0.5))
 
     def prepare(self, images: np.ndarray, seed: int, config: PreprocessConfig = DEFAULT_CONFIG) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw training digits [N, 28, 28] -> (their scans as the network reads them [N, 1, 28, 28],

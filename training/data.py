@@ -218,8 +218,8 @@ class Prepared:
     test: Split
     fit: DigitData
     val: DigitData
+    fit_indices: np.ndarray  # which training images ``fit`` holds
     dataset: Dataset = MNIST
-    fit_indices: np.ndarray | None = None  # which training images ``fit`` holds
 
     def record(self) -> dict[str, Any]:
         """The data set as a checkpoint's metadata names it."""
@@ -237,5 +237,5 @@ def prepare(data_dir: str | None, val_size: int, seed: int, limit: int | None = 
     if limit:
         fit_idx, val_idx = fit_idx[:limit], val_idx[: max(limit // 4, 1)]
     config = dataset.preprocess
-    return Prepared(train, test, DigitData.from_split(train, fit_idx, config), DigitData.from_split(train, val_idx, config), dataset,
-                    fit_idx)
+    return Prepared(train, test, DigitData.from_split(train, fit_idx, config), DigitData.from_split(train, val_idx, config), fit_idx,
+                    dataset)
