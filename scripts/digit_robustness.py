@@ -1,10 +1,11 @@
-"""How the digit model reads single digits written and scanned unlike MNIST: thick pens, 16x16
+"""How the digit models read single digits written and scanned unlike MNIST: thick pens, 16x16
 binary scans, small grey postal crops, paint-program strokes, thumbnails. Each kind is rendered
 from MNIST *test* digits (no other data set is used, for training or here), sent through the
-service's preprocessing (``model.preprocess.preprocess_digits``) and read by the checkpoint:
+service's preprocessing (``model.preprocess.preprocess_digits``) and read by the checkpoint
+(``digit.pt``, or ``digit_sum.pt``, whose own encoder reads the digit it adds to):
 
     python -m scripts.digit_robustness --data-dir ../shared/data/mnist --count 3000 \\
-        --checkpoint weights/digit.pt [--checkpoint other.pt ...]
+        --checkpoint weights/digit.pt [--checkpoint weights/digit_sum.pt ...]
 
 A digit is cropped to its ink, scaled so its longer side fills the target size (aspect kept),
 optionally thickened (a 3x3 maximum at that size) and thresholded, and sent black on white, then
@@ -52,8 +53,9 @@ def accuracy(checkpoint: Path, images: np.ndarray, labels: np.ndarray, kind: Kin
     model = load_checkpoint(checkpoint).model.eval()
     grays = [render(image, kind) for image in images]
     inputs = normalise(preprocess_digits([1.0 - gray if white_on_black else gray for gray in grays]))
-    with torch.inference_mode():
-        predicted = torch.cat([model(inputs[i : i + 1000]).argmax(1) for i in range(0, len(inputs), 1000)])
+    with torch.inference_mode():  # the digit both models read: their classifier over their encoder
+        predicted = torch.cat([model.classifier(model.encoder(inputs[i : i + 1000])).argmax(1)
+                               for i in range(0, len(inputs), 1000)])
     return float((predicted.numpy() == labels).mean())
 
 
