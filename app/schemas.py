@@ -63,11 +63,11 @@ class DigitRead(BaseModel):
 
 class SequenceResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"model": "sequence:1.0.0", "contains_4": True, "probability": 0.9991, "length": 3,
+        {"model": "sequence:1.1.0", "contains_4": True, "probability": 0.9991, "length": 3,
          "digits": [{"label": 1, "probability": 0.9995}, {"label": 4, "probability": 0.9987},
                     {"label": 9, "probability": 0.9979}]}]})
 
-    model: str = Field(examples=["sequence:1.0.0", "line_reader:1.0.0"],
+    model: str = Field(examples=["sequence:1.1.0", "line_reader:1.0.0"],
                        description="`line_reader` for a strip, `sequence` for digit images in order")
     contains_4: bool = Field(description="probability >= 0.5")
     probability: float = Field(ge=0, le=1, description="P(the sequence contains a 4), from a CNN-LSTM: for a strip, "
@@ -80,9 +80,9 @@ class SequenceResponse(BaseModel):
 
 class SumResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"model": "digit_sum:1.0.0", "digit": 3, "probability": 0.9990, "number": 39, "sum": 42}]})
+        {"model": "digit_sum:1.1.0", "digit": 3, "probability": 0.9990, "number": 39, "sum": 42}]})
 
-    model: str = Field(examples=["digit_sum:1.0.0"])
+    model: str = Field(examples=["digit_sum:1.1.0"])
     digit: int = Field(ge=0, le=9)
     probability: float = Field(ge=0, le=1, description="probability of the digit read")
     number: int
