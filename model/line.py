@@ -11,10 +11,13 @@ collapsing runs (``decode``); nothing decides where one digit ends by rule.
 
 1. ``to_gray`` and ``to_ink`` (``model.preprocess``): polarity from the border, background
    level removed, MNIST polarity (ink high).
-2. crop to the ink that stands out (``crop_level``), at least ``min_strokes`` stroke widths
+2. level the writing when it runs uphill or downhill (``baseline``): a strip photographed
+   askew, or a writer whose line drifts, would otherwise reach the network as a taller line of
+   smaller digits at varying heights, which it never saw in training;
+3. crop to the ink that stands out (``crop_level``), at least ``min_strokes`` stroke widths
    tall (so a mark alone keeps its size against the pen that wrote it), with a margin of a
    tenth of its height;
-3. scale to ``height`` rows, aspect kept, and pad to at least ``min_width`` columns.
+4. scale to ``height`` rows, aspect kept, and pad to at least ``min_width`` columns.
 """
 
 from __future__ import annotations
@@ -43,6 +46,12 @@ class LineConfig:
     crop_level: float = 0.35
     # Margin kept around the crop, as a share of its height.
     margin: float = 0.1
+    # A line whose writing drifts up or down by more than this share of its height, from one
+    # end to the other, is rotated level (``baseline``); below it, it is left as written. So is
+    # a fitted tilt over ``max_tilt`` degrees: that is not a strip held askew but marks (a long
+    # dash beside a digit or two) that the fit took for a line.
+    max_drift: float = 0.2
+    max_tilt: float = 10.0
     # The crop is at least this many stroke widths tall: a line's height is that of the
     # writing, and a comma or a dot alone is far shorter than any digit its pen would write.
     min_strokes: float = 5.0
@@ -82,10 +91,28 @@ class Line:
     left: float
     scale: float
     top: float = 0.0
+    # The line was read from the source rotated by ``angle`` degrees (counter-clockwise, as
+    # Pillow's ``rotate``) about ``centre``, which the rotation moved to ``rotated_centre``.
+    angle: float = 0.0
+    centre: tuple[float, float] = (0.0, 0.0)
+    rotated_centre: tuple[float, float] = (0.0, 0.0)
+
+    def to_source(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """A box in the levelled image -> the smallest upright box holding it in the source."""
+        if not self.angle:
+            return box
+        theta = np.radians(self.angle)
+        (cx, cy), (rx, ry) = self.centre, self.rotated_centre
+        left, top, right, bottom = box
+        xs = np.array([left, right, right, left]) - rx
+        ys = np.array([top, top, bottom, bottom]) - ry
+        source_x = cx + np.cos(theta) * xs - np.sin(theta) * ys
+        source_y = cy + np.sin(theta) * xs + np.cos(theta) * ys
+        return float(source_x.min()), float(source_y.min()), float(source_x.max()), float(source_y.max())
 
     def boxes(self, reading: Reading, level: float = DEFAULT_LINE.crop_level) -> list[tuple[float, float, float, float]]:
         """Each digit read, as a box (left, top, right, bottom) in source pixels, over the line's
-        rows.
+        rows (a levelled line's boxes are the upright boxes around its rotated ones).
 
         CTC marks a digit at the few steps where its symbol wins, somewhere over the digit, not
         over its extent. So its columns come from the ink: they run from the emptiest column
@@ -113,7 +140,8 @@ class Line:
             columns = np.flatnonzero(strong[first:last])
             if columns.size:
                 first, last = first + int(columns[0]), first + int(columns[-1]) + 1
-            out.append((self.left + first * self.scale, self.top, self.left + last * self.scale, self.top + height * self.scale))
+            out.append(self.to_source((self.left + first * self.scale, self.top,
+                                       self.left + last * self.scale, self.top + height * self.scale)))
         return out
 
 
@@ -124,9 +152,18 @@ def strip_to_line(image: Image.Image | np.ndarray, config: LineConfig = DEFAULT_
     gray = to_gray(image) if isinstance(image, Image.Image) else np.asarray(image, dtype=np.float32)
     ink = to_ink(gray, config.ink)
     strong = ink > config.crop_level
-    rows, cols = np.flatnonzero(strong.any(axis=1)), np.flatnonzero(strong.any(axis=0))
-    if rows.size == 0:
+    if not strong.any():
         raise NoInkError(BLANK)
+    slope, drift = baseline(strong)
+    angle, centre, rotated_centre = 0.0, (0.0, 0.0), (0.0, 0.0)
+    tilt = float(np.degrees(np.arctan(slope)))
+    if drift > config.max_drift and abs(tilt) <= config.max_tilt:
+        angle = tilt
+        centre = (ink.shape[1] / 2, ink.shape[0] / 2)
+        ink = np.asarray(Image.fromarray(ink, mode="F").rotate(angle, Image.Resampling.BILINEAR, expand=True))
+        rotated_centre = (ink.shape[1] / 2, ink.shape[0] / 2)
+        strong = ink > config.crop_level
+    rows, cols = np.flatnonzero(strong.any(axis=1)), np.flatnonzero(strong.any(axis=0))
     first, last = int(rows[0]), int(rows[-1]) + 1
     pen = stroke_width(strong[first:last, cols[0] : cols[-1] + 1])
     tall = max(last - first, int(np.ceil(config.min_strokes * pen)))
@@ -146,7 +183,45 @@ def strip_to_line(image: Image.Image | np.ndarray, config: LineConfig = DEFAULT_
         before = (config.min_width - width) // 2
         pixels = np.pad(pixels, ((0, 0), (before, config.min_width - width - before)))
         left -= before * crop.shape[1] / width
-    return Line(pixels.astype(np.float32), float(left), crop.shape[1] / width, float(top))
+    return Line(pixels.astype(np.float32), float(left), crop.shape[1] / width, float(top), angle, centre, rotated_centre)
+
+
+def baseline(strong: np.ndarray) -> tuple[float, float]:
+    """The slope (rows per column) of the line the writing runs along, and how far it drifts
+    from one end of the writing to the other, in writing heights.
+
+    The writing is cut into chunks about as wide as it is tall (the height is the 90th
+    percentile of the columns' ink extents: a column of a tilted line still spans one digit),
+    and a line is fitted through the chunks' centres of ink, each weighted by its ink. A chunk's
+    centre does not depend on the slant or shape of the digit in it, as a fit through all the
+    ink would. Under three chunks (a digit or two) there is no line to fit: slope 0.
+    """
+    cols = np.flatnonzero(strong.any(axis=0))
+    first = strong.argmax(axis=0)
+    last = strong.shape[0] - 1 - strong[::-1].argmax(axis=0)
+    height = max(float(np.quantile((last - first + 1)[cols], 0.9)), 1.0)
+    start, stop = int(cols[0]), int(cols[-1]) + 1
+    chunks = int((stop - start) // height)
+    if chunks < 3:
+        return 0.0, 0.0
+    rows = np.arange(strong.shape[0], dtype=np.float64)
+    mass = strong.sum(axis=0).astype(np.float64)
+    row_sums = (strong * rows[:, None]).sum(axis=0)
+    edges = np.linspace(start, stop, chunks + 1).round().astype(int)
+    centres, weights = [], []
+    for a, b in zip(edges, edges[1:]):
+        weight = mass[a:b].sum()
+        if weight > 0:
+            x = float((mass[a:b] * np.arange(a, b)).sum() / weight)
+            centres.append((x, float(row_sums[a:b].sum() / weight)))
+            weights.append(weight)
+    if len(centres) < 3:
+        return 0.0, 0.0
+    x, y = np.array(centres).T
+    w = np.array(weights)
+    x0, y0 = np.average(x, weights=w), np.average(y, weights=w)
+    slope = float(np.sum(w * (x - x0) * (y - y0)) / np.sum(w * (x - x0) ** 2))
+    return slope, abs(slope) * (stop - start) / height
 
 
 def stroke_width(strokes: np.ndarray) -> float:

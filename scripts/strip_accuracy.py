@@ -16,6 +16,9 @@ training never draws (``--style dev``); their lengths are amounts (1-8 digits) a
 
     python -m scripts.strip_accuracy --condition cheque --style dev --count 500
 
+``--tilt DEGREES`` rotates every strip by that angle, uphill and downhill in turn, as a strip
+photographed askew or written along a drifting line (``training.render.tilt``).
+
 Beside the service's figures it prints a ceiling: the strips whose every digit the digit model
 reads right as the clean 28x28 test image: what cutting the strip perfectly and reading each digit
 with ``digit.pt`` would score (the reader this one replaced worked that way), a reference for the
@@ -44,7 +47,7 @@ from model.preprocess import normalise, preprocess_digits
 from training.data import load_split
 from training.loop import predict_logits
 from training.line_reader import edit_distance
-from training.render import CONDITIONS, DEV_STYLE, TRAIN_STYLE, render_set
+from training.render import CONDITIONS, DEV_STYLE, TRAIN_STYLE, render_set, tilt
 from training.strips import encode, make_strip
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -87,6 +90,7 @@ def main() -> int:
     parser.add_argument("--lengths", choices=["uniform", "study"], default="uniform")
     parser.add_argument("--condition", choices=CONDITIONS, help="real-world strips of this kind instead of MNIST-made ones")
     parser.add_argument("--style", choices=["train", "dev"], default="dev", help="--condition: the generator's settings")
+    parser.add_argument("--tilt", type=float, default=0.0, help="rotate each strip by this many degrees, up and down in turn")
     args = parser.parse_args()
 
     test = load_split("test", args.data_dir)
@@ -108,6 +112,8 @@ def main() -> int:
             ceiling += bool(clean_right[index].all())
             strips.append((strip.image, strip.labels))
         ceiling_known = True
+    if args.tilt:
+        strips = [(tilt(image, args.tilt if i % 2 else -args.tilt), labels) for i, (image, labels) in enumerate(strips)]
     edits = 0
     with TestClient(create_app(Settings(device="cpu"))) as client:
         for image, labels in strips:
@@ -130,6 +136,7 @@ def main() -> int:
     elapsed = time.perf_counter() - started
     n = args.count
     kind = f"{args.condition}, {args.style} style" if args.condition else f"MNIST-made, lengths {args.lengths} 3..30"
+    kind += f", tilted {args.tilt:g} degrees up and down" if args.tilt else ""
     print(f"strips: {n} ({kind}, {digits_total / n:.1f} digits on average), seed {args.seed}")
     print("| measure | value (95% interval) |\n| --- | --- |")
     print(f"| digits read exactly right (whole strip) | {share(exact, n)} |")

@@ -320,6 +320,16 @@ def _rule(ink_map: np.ndarray, baseline: float, height: float, rng: np.random.Ge
     ink_map[:] = np.asarray(image, dtype=np.float32) / 255.0
 
 
+def tilt(image: Image.Image, degrees: float) -> Image.Image:
+    """A strip as if photographed askew, or written along a line that runs uphill (positive
+    ``degrees``: counter-clockwise) or downhill: rotated whole, the corners filled with its paper
+    (the median of its border)."""
+    gray = image.convert("L")
+    pixels = np.asarray(gray)
+    paper = int(np.median(np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])))
+    return gray.rotate(degrees, Image.Resampling.BILINEAR, expand=True, fillcolor=paper)
+
+
 def draw_length(rng: np.random.Generator, style: Style) -> int:
     """No digit (marks alone) for ``style.empty_share`` of the strips, amounts (1-8 digits) for
     ``style.short_share``, else 3-30 digits."""
