@@ -184,14 +184,14 @@ def test_lists_of_thick_scans_that_fill_their_frame(client, mnist_test, black_on
     """The CNN-LSTM has its own (frozen) copy of the digit encoder, so the digit model's robustness
     to 16x16 binary scans, thickened and filling their frame, must reach it too. Measured on 1,000
     such sequences of N(10, 3) lengths (a ``/tmp`` script): contains_4 right 98.2% black on white,
-    98.4% white on black (1.0.0, on an earlier encoder: 83.7%, 84.8%); 48 sequences here, within
+    98.4% white on black (1.0.0, on an earlier encoder: 83.7%, 84.8%); 96 sequences here, within
     a margin."""
     from scripts.digit_robustness import KINDS, render
 
     kind = KINDS["16x16 binary scan, thick pen"]
     rng = np.random.default_rng(10 + black_on_white)
     right = 0
-    for _ in range(48):
+    for _ in range(96):
         index = rng.integers(0, len(mnist_test), int(rng.integers(3, 13)))
         files = []
         for i in index:
@@ -201,7 +201,7 @@ def test_lists_of_thick_scans_that_fill_their_frame(client, mnist_test, black_on
         response = client.post("/predict/sequence", files=files)
         assert response.status_code == 200, response.text
         right += response.json()["contains_4"] == (4 in mnist_test.labels[index])
-    assert right / 48 >= 0.9
+    assert right / 96 >= 0.94, right
 
 
 def test_shape_errors(client, mnist_test):
