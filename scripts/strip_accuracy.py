@@ -17,7 +17,7 @@ training never draws (``--style dev``); their lengths are amounts (1-8 digits) a
     python -m scripts.strip_accuracy --condition cheque --style dev --count 500
 
 ``--tilt DEGREES`` rotates every strip by that angle, uphill and downhill in turn, as a strip
-photographed askew or written along a drifting line (``training.render.tilt``).
+photographed askew or written along a drifting line (``training.render.tilt_in_turn``).
 
 Beside the service's figures it prints a ceiling: the strips whose every digit the digit model
 reads right as the clean 28x28 test image: what cutting the strip perfectly and reading each digit
@@ -47,7 +47,7 @@ from model.preprocess import normalise, preprocess_digits
 from training.data import load_split
 from training.loop import predict_logits
 from training.line_reader import edit_distance
-from training.render import CONDITIONS, DEV_STYLE, TRAIN_STYLE, render_set, tilt
+from training.render import CONDITIONS, DEV_STYLE, TRAIN_STYLE, render_set, tilt_in_turn
 from training.strips import encode, make_strip
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -113,7 +113,7 @@ def main() -> int:
             strips.append((strip.image, strip.labels))
         ceiling_known = True
     if args.tilt:
-        strips = [(tilt(image, args.tilt if i % 2 else -args.tilt), labels) for i, (image, labels) in enumerate(strips)]
+        strips = list(zip(tilt_in_turn([image for image, _ in strips], args.tilt), [labels for _, labels in strips]))
     edits = 0
     with TestClient(create_app(Settings(device="cpu"))) as client:
         for image, labels in strips:

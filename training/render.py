@@ -330,6 +330,11 @@ def tilt(image: Image.Image, degrees: float) -> Image.Image:
     return gray.rotate(degrees, Image.Resampling.BILINEAR, expand=True, fillcolor=paper)
 
 
+def tilt_in_turn(images: list[Image.Image], degrees: float) -> list[Image.Image]:
+    """Each image tilted by ``degrees``, downhill and uphill in turn (``tilt``)."""
+    return [tilt(image, degrees if i % 2 else -degrees) for i, image in enumerate(images)]
+
+
 def draw_length(rng: np.random.Generator, style: Style) -> int:
     """No digit (marks alone) for ``style.empty_share`` of the strips, amounts (1-8 digits) for
     ``style.short_share``, else 3-30 digits."""

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from app.main import create_app
 from app.settings import Settings
@@ -39,6 +40,22 @@ def client() -> Iterator[TestClient]:
 
 def png_part(field: str, image, name: str = "digit.png", fmt: str = "PNG", mime: str = "image/png", **params):
     return (field, (name, encode(image, fmt, **params), mime))
+
+
+def served_id(client: TestClient, name: str) -> str:
+    """The ``model`` field the service answers with for catalog model ``name`` (name:version),
+    read from ``/models`` so that a retrained checkpoint does not break the tests."""
+    (info,) = [m for m in client.get("/models").json()["models"] if m["name"] == name]
+    return f"{name}:{info['version']}"
+
+
+def thick_scan(raw: np.ndarray, black_on_white: bool = True) -> Image.Image:
+    """An MNIST digit as a 16x16 binary scan, strokes thickened, filling its frame:
+    ``scripts.digit_robustness``'s hardest kind, as an upload."""
+    from scripts.digit_robustness import KINDS, render
+
+    gray = render(raw, KINDS["16x16 binary scan, thick pen"])
+    return Image.fromarray(((gray if black_on_white else 1.0 - gray) * 255).astype(np.uint8))
 
 
 def correct_indices(split, checkpoint, count: int, start: int = 0) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.app.conftest import correct_indices, make_client, png_part
+from tests.app.conftest import correct_indices, make_client, png_part, thick_scan
 from training.strips import digit_image, encode
 
 FORMATS = [("PNG", "image/png", {}), ("JPEG", "image/jpeg", {"quality": 95}), ("BMP", "image/bmp", {}),
@@ -132,15 +132,8 @@ def test_thick_scans_that_fill_their_frame_are_read_in_either_polarity(client, m
     its frame: the border is much ink, and about a tenth of them reach the network inverted.
     Measured on 3,000 such digits (``scripts.digit_robustness``): 96.67% black on white, 96.83%
     white on black (1.1.0: 87.03% and 88.20%); 256 of them here, within a margin."""
-    from scripts.digit_robustness import KINDS, render
-
-    kind = KINDS["16x16 binary scan, thick pen"]
     index = np.arange(1000, 1256)
-    files = []
-    for i in index:
-        gray = render(mnist_test.images[i], kind)
-        array = gray if black_on_white else 1.0 - gray
-        files.append(png_part("files", Image.fromarray((array * 255).astype(np.uint8)), name=f"{i}.png"))
+    files = [png_part("files", thick_scan(mnist_test.images[i], black_on_white), name=f"{i}.png") for i in index]
     response = client.post("/predict/digit", files=files)
     assert response.status_code == 200
     assert np.mean(np.array(_labels(response)) == mnist_test.labels[index]) >= 0.92

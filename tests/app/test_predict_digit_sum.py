@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from tests.app.conftest import correct_indices, png_part
+from tests.app.conftest import correct_indices, png_part, served_id, thick_scan
 from training.strips import digit_image
 
 
@@ -25,8 +24,7 @@ def bound(client) -> int:
 
 @pytest.fixture(scope="module")
 def model_id(client) -> str:
-    (info,) = [m for m in client.get("/models").json()["models"] if m["name"] == "digit_sum"]
-    return f"digit_sum:{info['version']}"
+    return served_id(client, "digit_sum")
 
 
 @pytest.mark.parametrize("share", [0.0, 0.0007, -0.0003, 0.042, -0.4, 1.0, -1.0])
@@ -49,16 +47,11 @@ def test_thick_scans_that_fill_their_frame_are_added(client, mnist_test, black_o
     such digits (``scripts.digit_robustness --checkpoint weights/digit_sum.pt``): 96.73% black on
     white, 96.93% white on black (1.0.0, trained from an earlier digit model: 81.73%, 82.90%);
     128 of them here, within a margin."""
-    from scripts.digit_robustness import KINDS, render
-
-    kind = KINDS["16x16 binary scan, thick pen"]
     index = np.arange(2000, 2128)
     numbers = np.random.default_rng(black_on_white).integers(-100, 101, len(index))
     right = 0
     for i, number in zip(index, numbers):
-        gray = render(mnist_test.images[i], kind)
-        array = gray if black_on_white else 1.0 - gray
-        image = Image.fromarray((array * 255).astype(np.uint8))
+        image = thick_scan(mnist_test.images[i], black_on_white)
         response = client.post("/predict/digit-sum", files=[png_part("file", image)], data={"number": str(number)})
         assert response.status_code == 200, response.text
         right += response.json()["sum"] == mnist_test.labels[i] + number

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.app.conftest import correct_indices, make_client, png_part
-from training.render import DEV_STYLE, render_set, tilt
+from tests.app.conftest import correct_indices, make_client, png_part, served_id, thick_scan
+from training.render import DEV_STYLE, render_set, tilt, tilt_in_turn
 from training.strips import digit_image, make_strip
 
 
@@ -101,8 +101,7 @@ def test_strips_photographed_askew_are_read(client, mnist_test, condition, degre
     before reading, they are read about as well as level ones (level: 82% and 90%). Read as
     written, without levelling, they were 57% (cheque, 6 degrees), 75% and 63% (paper)."""
     strips = render_set(condition, mnist_test, np.arange(len(mnist_test)), 60, 77, DEV_STYLE, condition)
-    tilted = [(tilt(image, degrees if i % 2 else -degrees), labels) for i, (image, labels) in enumerate(zip(strips.images, strips.labels))]
-    assert _read_rate(client, tilted) >= measured - 0.12
+    assert _read_rate(client, list(zip(tilt_in_turn(strips.images, degrees), strips.labels))) >= measured - 0.12
 
 
 def test_boxes_of_a_tilted_strip_hold_their_digits(client, mnist_test):
@@ -167,8 +166,7 @@ def test_a_mark_alone_is_not_a_digit(client, mark):
 
 @pytest.fixture(scope="module")
 def sequence_id(client) -> str:
-    (info,) = [m for m in client.get("/models").json()["models"] if m["name"] == "sequence"]
-    return f"sequence:{info['version']}"
+    return served_id(client, "sequence")
 
 
 def test_ordered_list_of_files(client, mnist_test, known, sequence_id):
@@ -186,18 +184,11 @@ def test_lists_of_thick_scans_that_fill_their_frame(client, mnist_test, black_on
     such sequences of N(10, 3) lengths (a ``/tmp`` script): contains_4 right 98.2% black on white,
     98.4% white on black (1.0.0, on an earlier encoder: 83.7%, 84.8%); 96 sequences here, within
     a margin."""
-    from scripts.digit_robustness import KINDS, render
-
-    kind = KINDS["16x16 binary scan, thick pen"]
     rng = np.random.default_rng(10 + black_on_white)
     right = 0
     for _ in range(96):
         index = rng.integers(0, len(mnist_test), int(rng.integers(3, 13)))
-        files = []
-        for i in index:
-            gray = render(mnist_test.images[i], kind)
-            array = gray if black_on_white else 1.0 - gray
-            files.append(png_part("files", Image.fromarray((array * 255).astype(np.uint8))))
+        files = [png_part("files", thick_scan(mnist_test.images[i], black_on_white)) for i in index]
         response = client.post("/predict/sequence", files=files)
         assert response.status_code == 200, response.text
         right += response.json()["contains_4"] == (4 in mnist_test.labels[index])
