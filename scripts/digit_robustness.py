@@ -7,10 +7,15 @@ service's preprocessing (``model.preprocess.preprocess_digits``) and read by the
     python -m scripts.digit_robustness --data-dir ../shared/data/mnist --count 3000 \\
         --checkpoint weights/digit.pt [--checkpoint weights/digit_sum.pt ...]
 
-A digit is cropped to its ink, scaled so its longer side fills the target size (aspect kept),
-optionally thickened (a 3x3 maximum at that size) and thresholded, and sent black on white, then
-again white on black (a digit that fills its frame leaves the preprocessing little paper at the
-border to tell the two apart by).
+A digit is cropped to its ink, scaled so its longer side fills the target size (aspect kept), or
+stretched to the whole square as some form scanners store digits, optionally thickened (a 3x3
+maximum at that size) and thresholded, and sent black on white, then again white on black (a digit
+that fills its frame leaves the preprocessing little paper at the border to tell the two apart by).
+A scan the preprocessing finds no digit in (a 1 stretched into a solid block) counts as misread.
+
+``--split val`` renders the digits held out of training for validation instead (seed 0's 5,000,
+as ``python -m training train`` holds them out): the figures to choose between candidate
+checkpoints by, so that the test digits stay a final measurement.
 """
 
 from __future__ import annotations
@@ -23,9 +28,13 @@ import numpy as np
 import torch
 
 from model.checkpoint import load_checkpoint
-from model.preprocess import normalise, preprocess_digits
+from model.preprocess import NoInkError, normalise, preprocess_digits
 from training.augment import scan_digit
-from training.data import load_split
+from training.data import load_split, train_val_indices
+from training.options import RunOptions
+
+
+VAL_SIZE = RunOptions.val_size  # the hold-out `python -m training train` makes (seed 0)
 
 
 @dataclass(frozen=True)
@@ -33,11 +42,13 @@ class Kind:
     size: int  # pixels of the square image
     thick: bool  # strokes thickened by a 3x3 maximum at that size
     binary: bool  # thresholded to black and white
+    square: bool = False  # stretched to fill the square both ways (aspect lost)
 
 
 KINDS = {
     "16x16 binary scan, thick pen": Kind(16, True, True),
     "16x16 binary scan": Kind(16, False, True),
+    "16x16 binary scan, stretched to its frame": Kind(16, False, True, square=True),
     "16x16 grey (postal)": Kind(16, False, False),
     "32x32 paint program, thick": Kind(32, True, True),
     "10x10 grey thumbnail": Kind(10, False, False),
@@ -46,17 +57,24 @@ KINDS = {
 
 def render(raw: np.ndarray, kind: Kind) -> np.ndarray:
     """An MNIST digit (white on black, uint8) -> grayscale in [0, 1], black ink on white."""
-    return scan_digit(raw, kind.size, thick=kind.thick, threshold=0.4 if kind.binary else None)
+    return scan_digit(raw, kind.size, square=kind.square, thick=kind.thick, threshold=0.4 if kind.binary else None)
 
 
 def accuracy(checkpoint: Path, images: np.ndarray, labels: np.ndarray, kind: Kind, white_on_black: bool = False) -> float:
+    """Share of ``images`` rendered as ``kind`` that the checkpoint reads right (no digit found: wrong)."""
     model = load_checkpoint(checkpoint).model.eval()
-    grays = [render(image, kind) for image in images]
-    inputs = normalise(preprocess_digits([1.0 - gray if white_on_black else gray for gray in grays]))
+    arrays, found = [], np.ones(len(images), bool)
+    for i, image in enumerate(images):
+        gray = render(image, kind)
+        try:
+            arrays.append(preprocess_digits([1.0 - gray if white_on_black else gray])[0])
+        except NoInkError:
+            found[i] = False
+    inputs = normalise(np.stack(arrays))
     with torch.inference_mode():  # the digit both models read: their classifier over their encoder
         predicted = torch.cat([model.classifier(model.encoder(inputs[i : i + 1000])).argmax(1)
                                for i in range(0, len(inputs), 1000)])
-    return float((predicted.numpy() == labels).mean())
+    return float((predicted.numpy() == labels[found]).sum() / len(labels))
 
 
 def main() -> None:
@@ -65,11 +83,18 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", type=Path, action="append", default=None)
+    parser.add_argument("--split", choices=["test", "val"], default="test",
+                        help="test digits (default), or the training digits held out for validation")
     args = parser.parse_args()
     checkpoints = args.checkpoint or [Path("weights/digit.pt")]
-    test = load_split("test", args.data_dir)
-    chosen = np.random.default_rng(args.seed).choice(len(test.labels), args.count, replace=False)
-    images, labels = test.images[chosen], test.labels[chosen]
+    if args.split == "test":
+        digits = load_split("test", args.data_dir)
+        pool = np.arange(len(digits.labels))
+    else:
+        digits = load_split("train", args.data_dir)
+        pool = train_val_indices(len(digits), VAL_SIZE, 0)[1]
+    chosen = np.random.default_rng(args.seed).choice(pool, min(args.count, len(pool)), replace=False)
+    images, labels = digits.images[chosen], digits.labels[chosen]
     print("| kind | " + " | ".join(str(c) for c in checkpoints) + " |")
     print("| --- |" + " ---: |" * len(checkpoints))
     for white_on_black in (False, True):
