@@ -29,7 +29,7 @@ class Task:
 
 
 TASKS: dict[str, Task] = {task.name: task for task in (
-    Task("digit", "DigitNet", digit.TASK.train, digit.TASK.evaluate_command, epochs=20, lr=0.05, distributed=True),
+    Task("digit", "DigitNet", digit.TASK.train, digit.TASK.evaluate_command, epochs=40, lr=0.05, distributed=True),
     Task("sequence", "SequenceNet", sequence.train, sequence.evaluate_command, epochs=8, lr=2e-3),
     Task("digit-sum", "DigitSumNet", digit_sum.train, digit_sum.evaluate_command, epochs=3, lr=1e-3),
     Task("fashion", "FashionNet", fashion.TASK.train, fashion.TASK.evaluate_command, epochs=24, lr=0.05, distributed=True),
