@@ -39,7 +39,7 @@ from training.plots import confusion_matrix, plot_confusion, plot_curves
 from training.provenance import provenance, write_json
 
 HIDDEN = 128
-VERSION = "1.2.0"
+VERSION = "1.1.0"
 LABELS = ["no 4", "contains 4"]
 TRAIN_SEQUENCES = 40_000  # fresh ones every epoch
 VAL_SEQUENCES = 5_000
