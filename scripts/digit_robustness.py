@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from model.checkpoint import load_checkpoint
-from model.preprocess import NoInkError, normalise, preprocess_digits
+from model.preprocess import normalise, preprocess_digits, to_inks
 from training.augment import scan_digit
 from training.data import load_split, train_val_indices
 from training.options import RunOptions
@@ -61,16 +61,13 @@ def render(raw: np.ndarray, kind: Kind) -> np.ndarray:
 
 
 def accuracy(checkpoint: Path, images: np.ndarray, labels: np.ndarray, kind: Kind, white_on_black: bool = False) -> float:
-    """Share of ``images`` rendered as ``kind`` that the checkpoint reads right (no digit found: wrong)."""
+    """Share of ``images`` rendered as ``kind`` that the checkpoint reads right; a scan the
+    service would find no digit in (``to_inks``' blank) counts as misread."""
     model = load_checkpoint(checkpoint).model.eval()
-    arrays, found = [], np.ones(len(images), bool)
-    for i, image in enumerate(images):
-        gray = render(image, kind)
-        try:
-            arrays.append(preprocess_digits([1.0 - gray if white_on_black else gray])[0])
-        except NoInkError:
-            found[i] = False
-    inputs = normalise(np.stack(arrays))
+    grays = np.stack([render(image, kind) for image in images])
+    grays = 1.0 - grays if white_on_black else grays
+    found = ~to_inks(grays)[1]
+    inputs = normalise(preprocess_digits(grays[found]))
     with torch.inference_mode():  # the digit both models read: their classifier over their encoder
         predicted = torch.cat([model.classifier(model.encoder(inputs[i : i + 1000])).argmax(1)
                                for i in range(0, len(inputs), 1000)])
