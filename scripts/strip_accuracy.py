@@ -16,6 +16,9 @@ training never draws (``--style dev``); their lengths are amounts (1-8 digits) a
 
     python -m scripts.strip_accuracy --condition cheque --style dev --count 500
 
+``--pen ballpoint`` writes every rendered strip with a ballpoint (strokes 3-7% of the digit
+height; MNIST's are about 12%), as amounts on cheques are written (``training.render``).
+
 ``--tilt DEGREES`` rotates every strip by that angle, uphill and downhill in turn, as a strip
 photographed askew or written along a drifting line (``training.render.tilt_in_turn``).
 
@@ -32,6 +35,7 @@ about +-1.5 points (different seeds differ by that much), so compare versions on
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -91,6 +95,8 @@ def main() -> int:
     parser.add_argument("--condition", choices=CONDITIONS, help="real-world strips of this kind instead of MNIST-made ones")
     parser.add_argument("--style", choices=["train", "dev"], default="dev", help="--condition: the generator's settings")
     parser.add_argument("--tilt", type=float, default=0.0, help="rotate each strip by this many degrees, up and down in turn")
+    parser.add_argument("--pen", choices=["mixed", "ballpoint"], default="mixed",
+                        help="--condition: the style's pens, or every strip written with a ballpoint")
     args = parser.parse_args()
 
     test = load_split("test", args.data_dir)
@@ -101,6 +107,8 @@ def main() -> int:
     started = time.perf_counter()
     if args.condition:
         style = DEV_STYLE if args.style == "dev" else TRAIN_STYLE
+        if args.pen == "ballpoint":
+            style = dataclasses.replace(style, ballpoint_rate=1.0)
         rendered = render_set(args.condition, test, np.arange(len(test)), args.count, args.seed, style, args.condition)
         strips = [(image, labels) for image, labels in zip(rendered.images, rendered.labels)]
         ceiling_known = False
@@ -137,6 +145,7 @@ def main() -> int:
     n = args.count
     kind = f"{args.condition}, {args.style} style" if args.condition else f"MNIST-made, lengths {args.lengths} 3..30"
     kind += f", tilted {args.tilt:g} degrees up and down" if args.tilt else ""
+    kind += ", ballpoint" if args.condition and args.pen == "ballpoint" else ""
     print(f"strips: {n} ({kind}, {digits_total / n:.1f} digits on average), seed {args.seed}")
     print("| measure | value (95% interval) |\n| --- | --- |")
     print(f"| digits read exactly right (whole strip) | {share(exact, n)} |")
