@@ -71,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--mnist-share", type=_share, metavar="SHARE",
                        help="line reader: share of plain MNIST-made strips (black on white) among the training strips "
                             f"(default {TRAIN_STYLE.mnist_share})")
+    train.add_argument("--ballpoint-share", type=_share, metavar="SHARE",
+                       help="line reader: share of training strips written with a ballpoint, strokes 3-7%% of the "
+                            f"digit height instead of MNIST's 12%% (default {TRAIN_STYLE.ballpoint_rate})")
+    train.add_argument("--anchor", type=float, default=0.0, metavar="WEIGHT",
+                       help="line reader, with --init-from: hold the network's outputs to the starting network's on "
+                            "the strips that one reads right (KL divergence, this weight against the CTC loss)")
     train.add_argument("--reshape-digits", action="store_true",
                        help="line reader: draw each digit through the digit model's affine augmentation (rotation, "
                             "scale, shear) before it is written into a strip")
@@ -137,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             steps_per_epoch=args.steps_per_epoch,
             precision=args.precision,
             mnist_share=args.mnist_share,
+            ballpoint_share=args.ballpoint_share,
+            anchor=args.anchor,
             reshape_digits=args.reshape_digits,
         )
         path = task.train(options)

@@ -112,13 +112,45 @@ def collate(items: list[tuple[np.ndarray, list[int]]], line: LineConfig = DEFAUL
 
 
 def ctc_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device,
-             precision: Precision = "fp32") -> torch.Tensor:
+             precision: Precision = "fp32", anchor: torch.nn.Module | None = None, anchor_weight: float = 0.0) -> torch.Tensor:
     """CTC loss of one batch; with ``precision="bf16"`` the network runs under bfloat16 autocast
-    and the loss is still computed in fp32 (its log-sum-exps need the range)."""
+    and the loss is still computed in fp32 (its log-sum-exps need the range).
+
+    With an ``anchor`` (the network a continuation starts from, frozen), ``anchor_weight`` times
+    ``anchor_loss`` is added: what lets a continuation learn new writing without unlearning the
+    rest."""
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        log_probs = model(batch["lines"].to(device, non_blocking=True), batch["steps"])
-    return F.ctc_loss(log_probs.float().transpose(0, 1), batch["targets"].to(device), batch["steps"], batch["target_lengths"],
+        log_probs = model(batch["lines"].to(device, non_blocking=True), batch["steps"]).float()
+    loss = F.ctc_loss(log_probs.transpose(0, 1), batch["targets"].to(device), batch["steps"], batch["target_lengths"],
                       blank=BLANK_CLASS, zero_infinity=True)
+    if anchor is None or not anchor_weight:
+        return loss
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        held = anchor(batch["lines"].to(device, non_blocking=True), batch["steps"]).float()
+    return loss + anchor_weight * anchor_loss(log_probs, held, batch)
+
+
+def anchor_loss(log_probs: torch.Tensor, held: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """KL divergence of the network's step distributions from the anchor's, on the strips the
+    anchor reads right (best path equal to the truth), per true digit as the CTC loss is.
+
+    Learning without forgetting (Li and Hoiem, 2016), restricted to what the anchor gets right:
+    a continuation on CPU-sized batches drifts away from what the first runs learnt (every
+    continuation without it lost a point or two on the writing it was not about), and holding
+    its outputs where they were right keeps that, while the strips the anchor misreads, the
+    new writing among them, are left to the CTC loss alone."""
+    steps, lengths = batch["steps"].to(held.device), batch["target_lengths"]
+    best = held.argmax(-1).cpu()
+    targets = batch["targets"].split(lengths.tolist())
+    right = torch.zeros(len(lengths), dtype=torch.bool)
+    for i, (path, truth) in enumerate(zip(best, targets)):
+        path = path[: int(steps[i])]
+        symbols = path[torch.cat([torch.tensor([True]), path[1:] != path[:-1]])]
+        right[i] = torch.equal(symbols[symbols != BLANK_CLASS], truth)
+    valid = torch.arange(held.shape[1], device=held.device)[None, :] < steps[:, None]
+    per_step = (held.exp() * (held - log_probs)).sum(-1) * valid
+    kept = right.to(held.device)
+    return per_step[kept].sum() / lengths[right].sum().clamp(min=1).to(held.device)
 
 
 def edit_distance(a: list[int], b: list[int]) -> int:
@@ -174,7 +206,10 @@ def train(options: RunOptions) -> Path:
     if options.limit:
         fit_idx = fit_idx[: options.limit]
     workers = options.workers if options.workers is not None else max(1, (os.cpu_count() or 2) - 1)
-    style = TRAIN_STYLE if options.mnist_share is None else dataclasses.replace(TRAIN_STYLE, mnist_share=options.mnist_share)
+    style = dataclasses.replace(
+        TRAIN_STYLE,
+        mnist_share=TRAIN_STYLE.mnist_share if options.mnist_share is None else options.mnist_share,
+        ballpoint_rate=TRAIN_STYLE.ballpoint_rate if options.ballpoint_share is None else options.ballpoint_share)
     reshape = AffineAugment() if options.reshape_digits else None
     loader = DataLoader(RenderedStrips(train_split, fit_idx, options.seed, options.batch_size // world.size, style,
                                        rank=world.rank, reshape=reshape),
@@ -190,6 +225,7 @@ def train(options: RunOptions) -> Path:
     if options.init_from:  # continue from an earlier run's weights (a second, shorter schedule)
         model.load_state_dict(load_checkpoint(options.init_from).model.state_dict())
     model = model.to(memory_format=torch.channels_last)  # the convolutions' fast layout, on CPU and GPU
+    anchor = copy.deepcopy(model).eval().requires_grad_(False) if options.init_from and options.anchor else None
     trained = world.wrap(model, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=1e-2)
     steps_per_epoch = options.steps_per_epoch or (STEPS_PER_EPOCH if not smoke else max(2, options.limit // options.batch_size))
@@ -205,7 +241,7 @@ def train(options: RunOptions) -> Path:
         return (next(stream) for _ in range(steps_per_epoch))
 
     def step(batch: dict[str, torch.Tensor]) -> Step:
-        loss = ctc_loss(trained, batch, device, options.precision)
+        loss = ctc_loss(trained, batch, device, options.precision, anchor, options.anchor)
         optimise(loss, optimizer, scheduler, clip_norm=CLIP_NORM)
         ema.update_parameters(model)
         return Step(loss.item(), len(batch["target_lengths"]))

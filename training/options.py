@@ -30,6 +30,8 @@ class RunOptions:
     precision: Precision = "fp32"  # line reader: "bf16" trains under bfloat16 autocast (weights and optimiser stay fp32)
     reshape_digits: bool = False  # line reader: each digit through the digit model's affine augmentation first
     mnist_share: float | None = None  # line reader: share of plain MNIST-made strips in the mix (default: the style's)
+    ballpoint_share: float | None = None  # line reader: share written with a ballpoint (default: the style's)
+    anchor: float = 0.0  # line reader, continuing (--init-from): weight of ``line_reader.anchor_loss``
 
     @property
     def artefacts(self) -> Path:

@@ -10,12 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
+from model.architectures import LineReader
 from model.checkpoint import load_checkpoint
 from model.line import strip_to_line
 from tests.conftest import WEIGHTS
 from training.cli import main
 from training.augment import AffineAugment
-from training.line_reader import RenderedStrips, collate, ctc_loss, evaluate_set
+from training.line_reader import RenderedStrips, anchor_loss, collate, ctc_loss, evaluate_set
 from training.render import TRAIN_STYLE, StripSet, render_strip
 from training.strips import make_strip
 
@@ -151,6 +152,31 @@ def test_bf16_training_computes_the_same_ctc_loss(mnist_test):
     assert abs(half.item() - full.item()) <= 0.05 * full.item() + 0.02
     half.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
+def test_the_anchor_holds_a_continuation_to_what_its_start_reads_right(mnist_test):
+    """``--anchor``: the KL term is zero while the network is still its anchor, grows as it moves
+    away, and counts only strips the anchor reads right (none, for an untrained anchor)."""
+    model = load_checkpoint(WEIGHTS / "line_reader.pt").model.eval()
+    rng = np.random.default_rng(1)
+    items = []
+    for _ in range(8):
+        pick = rng.integers(0, len(mnist_test.labels), 5)
+        strip = make_strip(mnist_test.images[pick], mnist_test.labels[pick], rng)
+        items.append((strip_to_line(strip.image).pixels, strip.labels))
+    batch = collate(items)
+    with torch.no_grad():
+        start = model(batch["lines"], batch["steps"])
+    assert anchor_loss(start, start, batch).item() == pytest.approx(0.0, abs=1e-6)
+    plain = ctc_loss(model, batch, torch.device("cpu"))
+    assert ctc_loss(model, batch, torch.device("cpu"), anchor=model, anchor_weight=1.0).item() == pytest.approx(plain.item(), abs=1e-5)
+
+    moved = start + 0.5 * torch.randn(start.shape, generator=torch.Generator().manual_seed(0))
+    assert anchor_loss(moved.log_softmax(-1), start, batch).item() > 0.01
+    untrained = LineReader(**load_checkpoint(WEIGHTS / "line_reader.pt").metadata["arguments"]).eval()
+    with torch.no_grad():
+        guesses = untrained(batch["lines"], batch["steps"])
+    assert anchor_loss(moved.log_softmax(-1), guesses, batch).item() == 0.0
 
 
 def test_evaluation_scores_a_strip_with_nothing_on_it_as_no_digits_read(mnist_test):
