@@ -135,10 +135,9 @@ def anchor_loss(log_probs: torch.Tensor, held: torch.Tensor, batch: dict[str, to
     anchor reads right (best path equal to the truth), per true digit as the CTC loss is.
 
     Learning without forgetting (Li and Hoiem, 2016), restricted to what the anchor gets right:
-    a continuation on CPU-sized batches drifts away from what the first runs learnt (every
-    continuation without it lost a point or two on the writing it was not about), and holding
-    its outputs where they were right keeps that, while the strips the anchor misreads, the
-    new writing among them, are left to the CTC loss alone."""
+    a continuation on small batches drifts from what the first runs learnt, on the writing it is
+    not about as well; holding its outputs where they were right keeps that, while the strips the
+    anchor misreads, the new writing among them, are left to the CTC loss alone."""
     steps, lengths = batch["steps"].to(held.device), batch["target_lengths"]
     best = held.argmax(-1).cpu()
     targets = batch["targets"].split(lengths.tolist())
@@ -196,6 +195,8 @@ def train(options: RunOptions) -> Path:
     """Train the line reader on freshly rendered strips. Under torchrun every process renders
     its own strips (its share of ``--batch-size``, the global batch) and DDP averages the
     gradients; rank 0 alone validates, reports and writes."""
+    if options.anchor and not options.init_from:
+        raise SystemExit("--anchor holds a continuation to the network it starts from: it needs --init-from")
     started = time.time()
     seed_everything(options.seed)
     world, device = distributed.join(options.device)

@@ -209,3 +209,9 @@ def test_framed_scans_are_what_the_service_makes_of_such_uploads(mnist_test):
     assert np.mean([min(share, 1 - share) >= 0.25 for share in light]) > 0.2
     first = next(i for i in range(300) if usable[i])
     assert torch.allclose(scans[first], normalise(preprocess_digit(raw[first])[None])[0])
+
+
+def test_the_anchor_needs_a_network_to_start_from(mnist_dir, tmp_path):
+    with pytest.raises(SystemExit, match="--init-from"):
+        main(["train", "line-reader", "--data-dir", str(mnist_dir), "--device", "cpu", "--anchor", "1",
+              "--out", str(tmp_path / "line_reader.pt")])
