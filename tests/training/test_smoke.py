@@ -214,4 +214,5 @@ def test_framed_scans_are_what_the_service_makes_of_such_uploads(mnist_test):
 def test_the_anchor_needs_a_network_to_start_from(mnist_dir, tmp_path):
     with pytest.raises(SystemExit, match="--init-from"):
         main(["train", "line-reader", "--data-dir", str(mnist_dir), "--device", "cpu", "--anchor", "1",
+              "--limit", "16", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "8", "--workers", "0",
               "--out", str(tmp_path / "line_reader.pt")])
