@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from model.architectures import LineReader, count_parameters
 from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from model.preprocess import NoInkError
-from model.line import BLANK_CLASS, DEFAULT_LINE, LineConfig, batch_lines, read_lines, steps_for, strip_to_line
+from model.line import BLANK_CLASS, DEFAULT_LINE, LineConfig, batch_lines, decode, read_lines, steps_for, strip_to_line
 from training import distributed
 from training.augment import AffineAugment
 from training.data import Split, load_split, train_val_indices
@@ -139,13 +139,10 @@ def anchor_loss(log_probs: torch.Tensor, held: torch.Tensor, batch: dict[str, to
     not about as well; holding its outputs where they were right keeps that, while the strips the
     anchor misreads, the new writing among them, are left to the CTC loss alone."""
     steps, lengths = batch["steps"].to(held.device), batch["target_lengths"]
-    best = held.argmax(-1).cpu()
-    targets = batch["targets"].split(lengths.tolist())
-    right = torch.zeros(len(lengths), dtype=torch.bool)
-    for i, (path, truth) in enumerate(zip(best, targets)):
-        path = path[: int(steps[i])]
-        symbols = path[torch.cat([torch.tensor([True]), path[1:] != path[:-1]])]
-        right[i] = torch.equal(symbols[symbols != BLANK_CLASS], truth)
+    probabilities = held.exp().cpu().numpy()
+    truths = batch["targets"].split(lengths.tolist())
+    right = torch.tensor([decode(p[: int(n)]).labels == truth.tolist()
+                          for p, n, truth in zip(probabilities, batch["steps"], truths)], dtype=torch.bool)
     valid = torch.arange(held.shape[1], device=held.device)[None, :] < steps[:, None]
     per_step = (held.exp() * (held - log_probs)).sum(-1) * valid
     kept = right.to(held.device)
@@ -207,10 +204,8 @@ def train(options: RunOptions) -> Path:
     if options.limit:
         fit_idx = fit_idx[: options.limit]
     workers = options.workers if options.workers is not None else max(1, (os.cpu_count() or 2) - 1)
-    style = dataclasses.replace(
-        TRAIN_STYLE,
-        mnist_share=TRAIN_STYLE.mnist_share if options.mnist_share is None else options.mnist_share,
-        ballpoint_rate=TRAIN_STYLE.ballpoint_rate if options.ballpoint_share is None else options.ballpoint_share)
+    shares = {"mnist_share": options.mnist_share, "ballpoint_rate": options.ballpoint_share}
+    style = dataclasses.replace(TRAIN_STYLE, **{name: share for name, share in shares.items() if share is not None})
     reshape = AffineAugment() if options.reshape_digits else None
     loader = DataLoader(RenderedStrips(train_split, fit_idx, options.seed, options.batch_size // world.size, style,
                                        rank=world.rank, reshape=reshape),
