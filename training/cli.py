@@ -74,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--ballpoint-share", type=_share, metavar="SHARE",
                        help="line reader: share of training strips written with a ballpoint, strokes 3-7%% of the "
                             f"digit height instead of MNIST's 12%% (default {TRAIN_STYLE.ballpoint_rate})")
+    train.add_argument("--tilt-share", type=_share, metavar="SHARE",
+                       help="line reader: share of training strips rotated up to 8 degrees uphill or downhill, as if "
+                            f"captured askew (default {TRAIN_STYLE.tilt_rate})")
+    train.add_argument("--digit-scale", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                       help="line reader: each digit's size against the row's is drawn from this range "
+                            f"(default {TRAIN_STYLE.digit_scale[0]} {TRAIN_STYLE.digit_scale[1]})")
     train.add_argument("--anchor", type=float, default=0.0, metavar="WEIGHT",
                        help="line reader, with --init-from: hold the network's outputs to the starting network's on "
                             "the strips that one reads right (KL divergence, this weight against the CTC loss)")
@@ -115,7 +121,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "digit_scale", None) and not 0 < args.digit_scale[0] <= args.digit_scale[1]:
+        parser.error("--digit-scale takes LOW HIGH with 0 < LOW <= HIGH")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.command == "train":
@@ -144,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             precision=args.precision,
             mnist_share=args.mnist_share,
             ballpoint_share=args.ballpoint_share,
+            tilt_share=args.tilt_share,
+            digit_scale=tuple(args.digit_scale) if args.digit_scale else None,
             anchor=args.anchor,
             reshape_digits=args.reshape_digits,
         )

@@ -204,8 +204,9 @@ def train(options: RunOptions) -> Path:
     if options.limit:
         fit_idx = fit_idx[: options.limit]
     workers = options.workers if options.workers is not None else max(1, (os.cpu_count() or 2) - 1)
-    shares = {"mnist_share": options.mnist_share, "ballpoint_rate": options.ballpoint_share}
-    style = dataclasses.replace(TRAIN_STYLE, **{name: share for name, share in shares.items() if share is not None})
+    overrides = {"mnist_share": options.mnist_share, "ballpoint_rate": options.ballpoint_share,
+                 "tilt_rate": options.tilt_share, "digit_scale": options.digit_scale}
+    style = dataclasses.replace(TRAIN_STYLE, **{name: value for name, value in overrides.items() if value is not None})
     reshape = AffineAugment() if options.reshape_digits else None
     loader = DataLoader(RenderedStrips(train_split, fit_idx, options.seed, options.batch_size // world.size, style,
                                        rank=world.rank, reshape=reshape),

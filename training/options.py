@@ -31,6 +31,8 @@ class RunOptions:
     reshape_digits: bool = False  # line reader: each digit through the digit model's affine augmentation first
     mnist_share: float | None = None  # line reader: share of plain MNIST-made strips in the mix (default: the style's)
     ballpoint_share: float | None = None  # line reader: share written with a ballpoint (default: the style's)
+    tilt_share: float | None = None  # line reader: share rotated as if captured askew (default: the style's)
+    digit_scale: tuple[float, float] | None = None  # line reader: range of each digit's size against the row's
     anchor: float = 0.0  # line reader, continuing (--init-from): weight of ``line_reader.anchor_loss``
 
     @property

@@ -40,6 +40,9 @@ class Style:
     jpeg_rate: float = 0.7
     invert_rate: float = 0.05  # light ink on dark paper
     ballpoint_rate: float = 0.0  # share written with a ballpoint (``_ballpoint``): strokes far finer than MNIST's
+    digit_scale: tuple[float, float] = (0.85, 1.15)  # each digit's size against the row's: writers mix large and small
+    tilt_rate: float = 0.0  # share captured askew or written along a drifting line (``tilt``)
+    max_tilt: float = 8.0  # degrees, uphill or downhill, drawn uniformly up to this
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -86,13 +89,15 @@ def _digit_ink(raw: np.ndarray, label: int, rng: np.random.Generator, european: 
     return ink
 
 
-def _place(ink: np.ndarray, height: float, slant: float, rng: np.random.Generator) -> np.ndarray:
-    """A digit's ink cropped, scaled to ``height`` (the 28-pixel cell's 20-pixel box), slanted."""
+def _place(ink: np.ndarray, height: float, slant: float, rng: np.random.Generator,
+           scale_range: tuple[float, float] = (0.85, 1.15)) -> np.ndarray:
+    """A digit's ink cropped, scaled to ``height`` (the 28-pixel cell's 20-pixel box) times a
+    factor drawn from ``scale_range``, slanted."""
     rows, cols = np.flatnonzero(ink.max(axis=1) > 0.1), np.flatnonzero(ink.max(axis=0) > 0.1)
     if rows.size == 0:
         return np.zeros((1, 1), np.float32)
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    scale = height / 20 * rng.uniform(0.85, 1.15)
+    scale = height / 20 * rng.uniform(*scale_range)
     h = max(2, round(crop.shape[0] * scale))
     w = max(2, round(crop.shape[1] * scale * rng.uniform(0.8, 1.2)))
     image = Image.fromarray((crop * 255).astype(np.uint8)).resize((w, h), Image.Resampling.BILINEAR)
@@ -232,7 +237,7 @@ def render_strip(digits: np.ndarray, labels: np.ndarray, rng: np.random.Generato
     pieces: list[tuple[np.ndarray, float]] = []  # (ink, vertical offset in digit heights)
     gap_low, gap_high = (-0.22, 0.06) if touching else (-0.05, 0.45)
     for raw, label in zip(digits, labels):
-        ink = _place(_digit_ink(raw, int(label), rng, european), height, slant, rng)
+        ink = _place(_digit_ink(raw, int(label), rng, european), height, slant, rng, style.digit_scale)
         pieces.append((ink, rng.normal(0, 0.05)))
     marks: list[tuple[int, np.ndarray]] = []  # (insert before piece i, ink)
     if with_marks:
@@ -293,6 +298,8 @@ def render_strip(digits: np.ndarray, labels: np.ndarray, rng: np.random.Generato
     if rng.random() < 0.5:
         gray += rng.normal(0, rng.uniform(0.01, 0.05), gray.shape).astype(np.float32)
     image = Image.fromarray((np.clip(gray, 0, 1) * 255).astype(np.uint8))
+    if style.tilt_rate and rng.random() < style.tilt_rate:
+        image = tilt(image, rng.uniform(-style.max_tilt, style.max_tilt))
     if rng.random() < 0.5:
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
     if rng.random() < 0.4:  # captured at another resolution

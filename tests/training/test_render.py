@@ -8,7 +8,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from model.line import strip_to_line
+from model.line import baseline, strip_to_line
+from model.preprocess import to_gray, to_ink
 from training.render import CONDITIONS, DEV_STYLE, TRAIN_STYLE, draw_length, render_set, render_strip
 
 
@@ -55,3 +56,36 @@ def test_a_ballpoint_writes_strokes_far_finer_than_mnists_pen(mnist_test):
         return float(np.median([interior_share(image) for image in strips.images]))
 
     assert median_share(dataclasses.replace(DEV_STYLE, ballpoint_rate=1.0)) < 0.6 * median_share(DEV_STYLE)
+
+
+def _strong_ink(image) -> np.ndarray:
+    return to_ink(to_gray(image)) > 0.35
+
+
+def test_tilted_strips_run_uphill_and_downhill(mnist_test):
+    """``tilt_rate`` rotates strips as if captured askew: the line their writing runs along (the
+    fit the service levels by) slopes by degrees where a level strip's does not."""
+    def median_tilt(style) -> float:
+        strips = render_set("paper", mnist_test, np.arange(500), 24, 4, style, "paper", "uniform")
+        return float(np.median([abs(np.degrees(np.arctan(baseline(_strong_ink(image))[0]))) for image in strips.images]))
+
+    assert median_tilt(DEV_STYLE) < 0.5
+    assert median_tilt(dataclasses.replace(DEV_STYLE, tilt_rate=1.0)) > 1.5
+
+
+def test_a_wider_digit_scale_mixes_large_and_small_digits(mnist_test):
+    """``digit_scale`` is the range of each digit's size against the row's. On plain paper, with
+    no marks and no touching, each run of inked columns is a digit: the spread of their heights
+    within a strip grows with the range."""
+    plain = dataclasses.replace(DEV_STYLE, textures=("plain",), mark_rate=0.0, touch_rate=0.0)
+
+    def median_spread(style) -> float:
+        spreads = []
+        for image in render_set("plain", mnist_test, np.arange(500), 80, 4, style, None, "uniform").images:
+            strong = _strong_ink(image)
+            edges = np.flatnonzero(np.diff(np.r_[0, strong.any(axis=0).astype(int), 0]))
+            heights = np.array([np.ptp(np.flatnonzero(strong[:, a:b].any(axis=1))) + 1 for a, b in zip(edges[::2], edges[1::2])])
+            spreads.append(heights.std() / heights.mean())
+        return float(np.median(spreads))
+
+    assert median_spread(dataclasses.replace(plain, digit_scale=(0.65, 1.35))) > 1.4 * median_spread(plain)

@@ -87,7 +87,8 @@ def test_fashion_one_batch(fashion_dir, tmp_path):
 
 
 def test_line_reader_trains_on_rendered_strips(mnist_dir, tmp_path):
-    """A few batches of rendered strips: the line reader trains with CTC, picks its epoch on
+    """A few batches of rendered strips, some tilted and some written with a ballpoint, digits of
+    uneven sizes: the line reader trains with CTC, picks its epoch on
     validation strips of both generator styles, and records its test figures by condition and
     on MNIST-made strips; a second run continues from the first's weights, and stops at its time
     limit after one of its two epochs, training under bf16 autocast on MNIST-made strips alone,
@@ -95,8 +96,10 @@ def test_line_reader_trains_on_rendered_strips(mnist_dir, tmp_path):
     out = tmp_path / "line_reader.pt"
     args = ["train", "line-reader", "--data-dir", str(mnist_dir), "--device", "cpu", "--limit", "64", "--epochs", "2",
             "--batch-size", "16", "--workers", "1", "--out", str(out)]
-    assert main(args) == 0
+    assert main([*args, "--tilt-share", "0.5", "--ballpoint-share", "0.3", "--digit-scale", "0.7", "1.3"]) == 0
     checkpoint = _check_run(out, "LineReader", epochs=2, confusion=False)
+    recorded = checkpoint.metadata["hyperparameters"]
+    assert (recorded["tilt_share"], recorded["ballpoint_share"], tuple(recorded["digit_scale"])) == (0.5, 0.3, (0.7, 1.3))
     metrics = checkpoint.metadata["metrics"]
     for style in ("train_style", "dev_style"):
         for condition in ("clean", "paper", "marks", "touching", "cheque"):
@@ -116,6 +119,8 @@ def test_line_reader_trains_on_rendered_strips(mnist_dir, tmp_path):
     assert metadata["hyperparameters"]["epochs_run"] == 1 and len(metadata["history"]) == 1
     with pytest.raises(SystemExit):  # a share is between 0 and 1
         main([*args, "--mnist-share", "1.5"])
+    with pytest.raises(SystemExit):  # a range runs from low to high
+        main([*args, "--digit-scale", "1.3", "0.7"])
 
 
 def test_reshaped_digits_change_the_strips(mnist_test):
