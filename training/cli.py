@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, help="line reader: processes rendering training strips (default: CPUs - 1)")
     train.add_argument("--precision", choices=get_args(Precision), default="fp32",
                        help="line reader: bf16 runs the forward pass under bfloat16 autocast (1.5x faster on a CPU "
-                            "with AVX512-BF16 or AMX, and on GPUs); weights, optimiser and CTC loss stay fp32")
+                            "with AVX512-BF16 or AMX, and on GPUs; emulated and far slower on other CPUs); weights, "
+                            "optimiser and CTC loss stay fp32")
     train.add_argument("--mnist-share", type=_share, metavar="SHARE",
                        help="line reader: share of plain MNIST-made strips (black on white) among the training strips "
                             f"(default {TRAIN_STYLE.mnist_share})")

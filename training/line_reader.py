@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -33,6 +34,7 @@ from tqdm.auto import tqdm
 
 from model.architectures import LineReader, count_parameters
 from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from model.devices import native_bf16
 from model.preprocess import NoInkError
 from model.line import BLANK_CLASS, DEFAULT_LINE, LineConfig, batch_lines, decode, read_lines, steps_for, strip_to_line
 from training import distributed
@@ -199,6 +201,9 @@ def train(options: RunOptions) -> Path:
     world, device = distributed.join(options.device)
     if options.batch_size % world.size:
         raise SystemExit(f"--batch-size {options.batch_size} must divide by the {world.size} processes")
+    if options.precision == "bf16" and world.main and not native_bf16(device):
+        tqdm.write(f"warning: {device.type} has no native bfloat16 here ({torch.backends.cpu.get_cpu_capability()}): "
+                   "--precision bf16 is emulated, and slower than fp32", file=sys.stderr)
     train_split, test_split = load_split("train", options.data_dir), load_split("test", options.data_dir)
     fit_idx, val_idx = train_val_indices(len(train_split), options.val_size, options.seed)
     if options.limit:

@@ -12,6 +12,7 @@ from PIL import Image
 
 from model.architectures import LineReader
 from model.checkpoint import load_checkpoint
+from model.devices import native_bf16
 from model.line import strip_to_line
 from tests.conftest import WEIGHTS
 from training.cli import main
@@ -86,7 +87,7 @@ def test_fashion_one_batch(fashion_dir, tmp_path):
     assert metadata["metrics"]["test_samples"] == 10000
 
 
-def test_line_reader_trains_on_rendered_strips(mnist_dir, tmp_path):
+def test_line_reader_trains_on_rendered_strips(mnist_dir, tmp_path, capsys):
     """A few batches of rendered strips, some tilted and some written with a ballpoint, digits of
     uneven sizes: the line reader trains with CTC, picks its epoch on
     validation strips of both generator styles, and records its test figures by condition and
@@ -113,6 +114,8 @@ def test_line_reader_trains_on_rendered_strips(mnist_dir, tmp_path):
     assert main([*args[:-1], str(again), "--epochs", "2", "--time-limit", "0.001", "--init-from", str(out),
                  "--precision", "bf16", "--mnist-share", "1", "--reshape-digits"]) == 0
     metadata = _check_run(again, "LineReader", confusion=False).metadata
+    # bf16 on a CPU that only emulates it is many times slower than fp32: the run says so
+    assert ("no native bfloat16" in capsys.readouterr().err) == (not native_bf16(torch.device("cpu")))
     assert metadata["hyperparameters"]["init_from"] == "line_reader.pt"
     assert metadata["hyperparameters"]["precision"] == "bf16"
     assert metadata["hyperparameters"]["mnist_share"] == 1.0 and metadata["hyperparameters"]["reshape_digits"]
