@@ -76,8 +76,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="line reader: share of training strips written with a ballpoint, strokes 3-7%% of the "
                             f"digit height instead of MNIST's 12%% (default {TRAIN_STYLE.ballpoint_rate})")
     train.add_argument("--tilt-share", type=_share, metavar="SHARE",
-                       help="line reader: share of training strips rotated up to 8 degrees uphill or downhill, as if "
-                            f"captured askew (default {TRAIN_STYLE.tilt_rate})")
+                       help=f"line reader: share of training strips rotated up to {TRAIN_STYLE.max_tilt:g} degrees uphill or "
+                            f"downhill, as if captured askew (default {TRAIN_STYLE.tilt_rate})")
     train.add_argument("--digit-scale", type=float, nargs=2, metavar=("LOW", "HIGH"),
                        help="line reader: each digit's size against the row's is drawn from this range "
                             f"(default {TRAIN_STYLE.digit_scale[0]} {TRAIN_STYLE.digit_scale[1]})")
