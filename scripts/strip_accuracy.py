@@ -98,6 +98,8 @@ def main() -> int:
     parser.add_argument("--pen", choices=["mixed", "ballpoint"], default="mixed",
                         help="--condition: the style's pens, or every strip written with a ballpoint")
     args = parser.parse_args()
+    if args.pen != "mixed" and not args.condition:
+        parser.error("--pen writes rendered strips: it needs --condition (MNIST-made strips keep MNIST's pen)")
 
     test = load_split("test", args.data_dir)
     clean_right = clean_reading(test) == test.labels
@@ -145,7 +147,7 @@ def main() -> int:
     n = args.count
     kind = f"{args.condition}, {args.style} style" if args.condition else f"MNIST-made, lengths {args.lengths} 3..30"
     kind += f", tilted {args.tilt:g} degrees up and down" if args.tilt else ""
-    kind += ", ballpoint" if args.condition and args.pen == "ballpoint" else ""
+    kind += ", ballpoint" if args.pen == "ballpoint" else ""
     print(f"strips: {n} ({kind}, {digits_total / n:.1f} digits on average), seed {args.seed}")
     print("| measure | value (95% interval) |\n| --- | --- |")
     print(f"| digits read exactly right (whole strip) | {share(exact, n)} |")

@@ -121,14 +121,17 @@ def ctc_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], device: tor
     With an ``anchor`` (the network a continuation starts from, frozen), ``anchor_weight`` times
     ``anchor_loss`` is added: what lets a continuation learn new writing without unlearning the
     rest."""
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        log_probs = model(batch["lines"].to(device, non_blocking=True), batch["steps"]).float()
+    def forward(network: torch.nn.Module) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            return network(batch["lines"].to(device, non_blocking=True), batch["steps"]).float()
+
+    log_probs = forward(model)
     loss = F.ctc_loss(log_probs.transpose(0, 1), batch["targets"].to(device), batch["steps"], batch["target_lengths"],
                       blank=BLANK_CLASS, zero_infinity=True)
     if anchor is None or not anchor_weight:
         return loss
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        held = anchor(batch["lines"].to(device, non_blocking=True), batch["steps"]).float()
+    with torch.no_grad():
+        held = forward(anchor)
     return loss + anchor_weight * anchor_loss(log_probs, held, batch)
 
 
@@ -202,8 +205,8 @@ def train(options: RunOptions) -> Path:
     if options.batch_size % world.size:
         raise SystemExit(f"--batch-size {options.batch_size} must divide by the {world.size} processes")
     if options.precision == "bf16" and world.main and not native_bf16(device):
-        tqdm.write(f"warning: {device.type} has no native bfloat16 here ({torch.backends.cpu.get_cpu_capability()}): "
-                   "--precision bf16 is emulated, and slower than fp32", file=sys.stderr)
+        tqdm.write(f"warning: this {device.type} has no native bfloat16: --precision bf16 is emulated, "
+                   "and slower than fp32", file=sys.stderr)
     train_split, test_split = load_split("train", options.data_dir), load_split("test", options.data_dir)
     fit_idx, val_idx = train_val_indices(len(train_split), options.val_size, options.seed)
     if options.limit:

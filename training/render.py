@@ -90,7 +90,7 @@ def _digit_ink(raw: np.ndarray, label: int, rng: np.random.Generator, european: 
 
 
 def _place(ink: np.ndarray, height: float, slant: float, rng: np.random.Generator,
-           scale_range: tuple[float, float] = (0.85, 1.15)) -> np.ndarray:
+           scale_range: tuple[float, float]) -> np.ndarray:
     """A digit's ink cropped, scaled to ``height`` (the 28-pixel cell's 20-pixel box) times a
     factor drawn from ``scale_range``, slanted."""
     rows, cols = np.flatnonzero(ink.max(axis=1) > 0.1), np.flatnonzero(ink.max(axis=0) > 0.1)
