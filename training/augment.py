@@ -178,7 +178,7 @@ class FramedScans:
     swapped for these before the writing augmentation.
     """
 
-    share: float = 0.15
+    share: float = 0.25
     sizes: tuple[int, int] = (12, 24)
     square: float = 0.3  # share stretched to fill the frame both ways
     thick: float = 0.6  # share with strokes thickened by a 3x3 maximum at the scan's size

@@ -18,7 +18,7 @@ from training.data import MNIST
 
 ARGUMENTS: dict[str, Any] = {"channels": [32, 64], "features": 256, "dropout": 0.25}
 LABELS = list(MNIST.labels)
-VERSION = "1.3.0"
+VERSION = "1.4.0"
 TASK = ClassifierTask(name="digit", description="classify one handwritten digit", dataset=MNIST,
                       architecture="DigitNet", arguments=ARGUMENTS, version=VERSION, augment=WritingAugment(),
                       framed=FramedScans())

@@ -45,7 +45,7 @@ def _check_run(path, architecture, epochs=1, confusion=True):
 def test_digit_one_batch(smoke_digit):
     checkpoint = _check_run(smoke_digit, "DigitNet")
     assert checkpoint.metadata["hyperparameters"]["limit"] == 64
-    assert checkpoint.metadata["hyperparameters"]["framed_scans"].startswith("FramedScans(share=0.15")
+    assert checkpoint.metadata["hyperparameters"]["framed_scans"].startswith("FramedScans(share=0.25")
     assert 0.0 <= checkpoint.metadata["metrics"]["test_accuracy"] <= 1.0
     assert checkpoint.metadata["metrics"]["test_samples"] == 10000
 
