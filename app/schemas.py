@@ -25,9 +25,9 @@ class DigitPrediction(BaseModel):
 
 class DigitResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"model": "digit:1.3.0", "predictions": [{"label": 7, "probability": 0.9983, "probabilities": _TEN}]}]})
+        {"model": "digit:1.4.0", "predictions": [{"label": 7, "probability": 0.9983, "probabilities": _TEN}]}]})
 
-    model: str = Field(examples=["digit:1.3.0"])
+    model: str = Field(examples=["digit:1.4.0"])
     predictions: list[DigitPrediction] = Field(description="one per uploaded image, in the order sent")
 
 
