@@ -52,7 +52,10 @@ def test_two_processes_train_one_model(tmp_path, mnist_dir):
     # differed by 0.3%.
     two_epoch, one_epoch = checkpoint.metadata["history"][0], single["history"][0]
     assert two_epoch["train_loss"] == pytest.approx(one_epoch["train_loss"], rel=1e-3)
-    assert two_epoch["train_acc"] == one_epoch["train_acc"]
+    # An untrained network's logits are nearly even, so that rounding can flip an argmax: the
+    # counts of right answers may differ by a digit a step (measured once: 48 and 49 of 256).
+    steps = 256 // 128
+    assert abs(two_epoch["train_acc"] - one_epoch["train_acc"]) * 256 <= steps
 
 
 def test_a_task_that_trains_in_one_process_says_so_under_torchrun(monkeypatch, tmp_path):
