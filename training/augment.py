@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 from model.preprocess import DEFAULT_CONFIG, NoInkError, PreprocessConfig, normalise, preprocess_digit
+from training.render import european_habits
 
 
 def mirror(images: torch.Tensor, generator: torch.Generator | None = None, share: float = 0.5) -> torch.Tensor:
@@ -164,8 +165,51 @@ def scan_digit(raw: np.ndarray, size: int, *, square: bool = False, thick: bool 
     return ink if white_on_black else 1.0 - ink
 
 
+class Swap:
+    """Training digits drawn once more in a way MNIST does not show, and swapped into batches.
+
+    ``draw`` renders one raw digit (28x28 uint8, white on black) as a grayscale image in [0, 1],
+    as someone would upload it, or returns None where this way of writing does not apply to its
+    label. ``prepare`` sends every drawing through the service's preprocessing once per run
+    (``model.preprocess``, so the network sees what the service will make of such uploads), and
+    ``mix`` swaps ``share`` of each batch's digits for their drawings, before the batch
+    augmentation. ``key`` names it in the checkpoint's hyper-parameters.
+    """
+
+    key: str
+    share: float
+
+    def draw(self, raw: np.ndarray, label: int, rng: np.random.Generator) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def prepare(self, images: np.ndarray, labels: np.ndarray, seed: int,
+                config: PreprocessConfig = DEFAULT_CONFIG) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw training digits [N, 28, 28] and their labels -> (their drawings as the network
+        reads them [N, 1, 28, 28], normalised; [N] bool: usable, False where there is no
+        drawing or it holds no ink)."""
+        rng = np.random.default_rng(seed)
+        arrays = np.zeros((len(images), config.canvas, config.canvas), np.float32)
+        usable = np.zeros(len(images), bool)
+        for i, (raw, label) in enumerate(zip(images, labels, strict=True)):
+            drawing = self.draw(raw, int(label), rng)
+            if drawing is None:
+                continue
+            try:
+                arrays[i] = preprocess_digit(drawing, config)
+                usable[i] = True
+            except NoInkError:
+                pass
+        return normalise(arrays, config), torch.from_numpy(usable)
+
+    def mix(self, inputs: torch.Tensor, drawings: torch.Tensor, usable: torch.Tensor,
+            generator: torch.Generator) -> torch.Tensor:
+        """A batch with ``share`` of its (usable) digits swapped for their drawings."""
+        swap = (torch.rand(len(inputs), generator=generator) < self.share) & usable
+        return torch.where(swap.to(inputs.device).view(-1, 1, 1, 1), drawings.to(inputs.device), inputs)
+
+
 @dataclass(frozen=True)
-class FramedScans:
+class FramedScans(Swap):
     """Digits scanned so that they fill their frame, as the service's preprocessing presents them.
 
     A scan cropped to the digit, at 12-24 pixels and written with a thick pen, leaves little
@@ -174,39 +218,36 @@ class FramedScans:
     as ink). No rule tells a frame-filling binary digit's polarity from its pixels, so the
     network learns to read both: each training digit is drawn once as such a scan (its longer
     side filling the frame, or stretched square; strokes thickened; thresholded; black on white
-    or white on black) and sent through ``model.preprocess``, and ``share`` of each batch is
-    swapped for these before the writing augmentation.
+    or white on black).
     """
 
+    key = "framed_scans"
     share: float = 0.25
     sizes: tuple[int, int] = (12, 24)
     square: float = 0.3  # share stretched to fill the frame both ways
     thick: float = 0.6  # share with strokes thickened by a 3x3 maximum at the scan's size
     binary: float = 0.7  # share thresholded to black and white
 
-    def scan(self, raw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One MNIST digit (28x28 uint8, white on black) -> a scan drawn at random, grayscale in [0, 1]."""
+    def draw(self, raw: np.ndarray, label: int, rng: np.random.Generator) -> np.ndarray:
+        """One MNIST digit -> a scan drawn at random, whatever its label."""
         size = int(rng.integers(self.sizes[0], self.sizes[1] + 1))
         square = bool(rng.random() < self.square)
         thick = bool(rng.random() < self.thick)
         threshold = float(rng.uniform(0.3, 0.6)) if rng.random() < self.binary else None
         return scan_digit(raw, size, square=square, thick=thick, threshold=threshold, white_on_black=bool(rng.random() >= 0.5))
 
-    def prepare(self, images: np.ndarray, seed: int, config: PreprocessConfig = DEFAULT_CONFIG) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw training digits [N, 28, 28] -> (their scans as the network reads them [N, 1, 28, 28],
-        normalised; [N] bool: usable, False where thresholding left no ink)."""
-        rng = np.random.default_rng(seed)
-        arrays = np.zeros((len(images), config.canvas, config.canvas), np.float32)
-        usable = np.ones(len(images), bool)
-        for i, raw in enumerate(images):
-            try:
-                arrays[i] = preprocess_digit(self.scan(raw, rng), config)
-            except NoInkError:
-                usable[i] = False
-        return normalise(arrays, config), torch.from_numpy(usable)
 
-    def mix(self, inputs: torch.Tensor, scans: torch.Tensor, usable: torch.Tensor,
-            generator: torch.Generator) -> torch.Tensor:
-        """A batch with ``share`` of its (usable) digits swapped for their scans."""
-        swap = (torch.rand(len(inputs), generator=generator) < self.share) & usable
-        return torch.where(swap.to(inputs.device).view(-1, 1, 1, 1), scans.to(inputs.device), inputs)
+@dataclass(frozen=True)
+class EuropeanDigits(Swap):
+    """1s and 7s as continental European writers draw them (``training.render.european_habits``:
+    a 1 with a long flag, a crossed 7). MNIST's American writers seldom flag a 1, so a network
+    trained on MNIST alone reads a flagged 1 as a 7; the strip renderer already writes these, and
+    real cheques and forms are full of them. Other digits have no such drawing."""
+
+    key = "european_digits"
+    share: float = 0.3
+
+    def draw(self, raw: np.ndarray, label: int, rng: np.random.Generator) -> np.ndarray | None:
+        if label not in (1, 7):
+            return None
+        return 1.0 - european_habits(raw, label, rng).astype(np.float32) / 255

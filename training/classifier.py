@@ -22,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from model.architectures import build_model, count_parameters
 from model.checkpoint import Checkpoint, save_checkpoint
 from training import distributed
-from training.augment import FramedScans
+from training.augment import Swap
 from training.calibration import expected_calibration_error, fit_temperature
 from training.data import Dataset, DigitData, flip_labels, load_split, prepare
 from training.loop import Step, batches, optimise, predict_logits, seed_everything, train_epochs
@@ -45,7 +45,7 @@ class ClassifierTask:
     version: str
     augment: Augment
     label_smoothing: float = 0.0
-    framed: FramedScans | None = None  # digits that fill their frame, swapped into each batch
+    swaps: tuple[Swap, ...] = ()  # digits drawn once more (framed scans, European 1s), swapped into batches
 
     @property
     def title(self) -> str:
@@ -86,9 +86,9 @@ def train_classifier(options: RunOptions, task: ClassifierTask) -> Path:
     fit_inputs = fit.inputs.to(device)
     classes = len(task.dataset.labels)
     fit_labels = torch.as_tensor(flip_labels(fit.labels.numpy(), options.label_noise, classes, options.seed)).to(device)
-    if task.framed is not None:
-        scans, usable = task.framed.prepare(data.train.images[data.fit_indices], options.seed, task.dataset.preprocess)
-        scans, usable = scans.to(device), usable.to(device)
+    fit_raw = data.train.images[data.fit_indices]
+    drawn = [tuple(t.to(device) for t in swap.prepare(fit_raw, fit.labels.numpy(), options.seed, task.dataset.preprocess))
+             for swap in task.swaps]
 
     model = build_model(task.architecture, task.arguments).to(device, memory_format=torch.channels_last)
     trained = world.wrap(model, device)  # what the steps run: the model, or its DDP wrapper
@@ -110,8 +110,8 @@ def train_classifier(options: RunOptions, task: ClassifierTask) -> Path:
         # The whole global batch is augmented, so that the random draws are the same for any
         # number of processes; each then trains on its share.
         inputs = fit_inputs[index]
-        if task.framed is not None:
-            inputs = task.framed.mix(inputs, scans[index], usable[index], generator)
+        for swap, (drawings, usable) in zip(task.swaps, drawn, strict=True):
+            inputs = swap.mix(inputs, drawings[index], usable[index], generator)
         images = world.shard(task.augment(inputs, generator)).contiguous(memory_format=torch.channels_last)
         targets = world.shard(fit_labels[index])
         logits = trained(images)
@@ -164,7 +164,7 @@ def train_classifier(options: RunOptions, task: ClassifierTask) -> Path:
         "dataset": data.record(),
         "hyperparameters": {**options.hyperparameters(), "optimizer": "SGD nesterov 0.9, wd 5e-4",
                             "schedule": "one-cycle", "augmentation": repr(task.augment),
-                            **({"framed_scans": repr(task.framed)} if task.framed is not None else {}),
+                            **{swap.key: repr(swap) for swap in task.swaps},
                             "label_smoothing": task.label_smoothing,
                             "weights": f"exponential moving average, decay {options.ema_decay}",
                             "processes": world.size, "examples_per_process": per_process},

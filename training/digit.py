@@ -1,5 +1,5 @@
-"""DigitNet: train on MNIST with writing and affine augmentation, and digits scanned to fill their frame
-(``training.classifier``'s recipe).
+"""DigitNet: train on MNIST with writing and affine augmentation, digits scanned to fill their frame,
+and 1s and 7s as European writers draw them (``training.classifier``'s recipe).
 
 ``TASK.train`` and ``TASK.evaluate_command`` are what the CLI runs for ``digit``.
 """
@@ -12,16 +12,16 @@ from typing import Any
 import torch
 
 from model.checkpoint import Checkpoint, load_checkpoint
-from training.augment import FramedScans, WritingAugment
+from training.augment import EuropeanDigits, FramedScans, WritingAugment
 from training.classifier import ClassifierTask
 from training.data import MNIST
 
 ARGUMENTS: dict[str, Any] = {"channels": [32, 64], "features": 256, "dropout": 0.25}
 LABELS = list(MNIST.labels)
-VERSION = "1.4.0"
+VERSION = "1.5.0"
 TASK = ClassifierTask(name="digit", description="classify one handwritten digit", dataset=MNIST,
                       architecture="DigitNet", arguments=ARGUMENTS, version=VERSION, augment=WritingAugment(),
-                      framed=FramedScans())
+                      swaps=(FramedScans(), EuropeanDigits()))
 
 
 def load_init(path: Path, device: torch.device) -> Checkpoint:

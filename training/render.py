@@ -60,26 +60,36 @@ DEV_STYLE = Style(
 CONDITIONS = ("clean", "paper", "marks", "touching", "cheque")
 
 
+def european_habits(raw: np.ndarray, label: int, rng: np.random.Generator) -> np.ndarray:
+    """An MNIST digit (28x28 uint8, white on black) as a continental European writer draws it:
+    most 1s with a long flag from the top (which is why such a writer crosses some 7s), some 7s
+    crossed. Other digits come back as they are. The strip renderer writes these for its
+    European writers, and the digit model trains on them (``training.augment.EuropeanDigits``)."""
+    if label not in (1, 7):
+        return raw
+    image = Image.fromarray(raw)
+    draw = ImageDraw.Draw(image)
+    rows = np.flatnonzero(raw.max(axis=1) > 128)
+    cols = np.flatnonzero(raw[rows[0]] > 128) if rows.size else np.array([14])
+    top, x = (int(rows[0]), int(cols.mean())) if rows.size else (4, 14)
+    width = int(rng.integers(2, 4))
+    if label == 1 and rng.random() < 0.85:  # the flag of a European 1
+        length = rng.uniform(5, 10)
+        angle = rng.uniform(0.5, 1.2)
+        draw.line([(x, top), (x - length * np.cos(angle), top + length * np.sin(angle))], fill=255, width=width)
+    if label == 7 and rng.random() < 0.5:  # a crossed 7
+        middle = top + (rows[-1] - top) * rng.uniform(0.4, 0.6) if rows.size else 14
+        centre = np.flatnonzero(raw[int(middle)] > 64)
+        cx = float(centre.mean()) if centre.size else 14.0
+        half = rng.uniform(4, 7)
+        draw.line([(cx - half, middle), (cx + half, middle + rng.uniform(-1, 1))], fill=255, width=width)
+    return np.asarray(image)
+
+
 def _digit_ink(raw: np.ndarray, label: int, rng: np.random.Generator, european: bool) -> np.ndarray:
     """An MNIST digit (28x28 uint8) -> a float ink map with this writer's habits: stroke width,
     a hooked 1 or crossed 7, a stroke broken in two."""
-    image = Image.fromarray(raw)
-    if european and label in (1, 7):
-        draw = ImageDraw.Draw(image)
-        rows = np.flatnonzero(raw.max(axis=1) > 128)
-        cols = np.flatnonzero(raw[rows[0]] > 128) if rows.size else np.array([14])
-        top, x = (int(rows[0]), int(cols.mean())) if rows.size else (4, 14)
-        width = int(rng.integers(2, 4))
-        if label == 1 and rng.random() < 0.85:  # the flag of a European 1
-            length = rng.uniform(5, 10)
-            angle = rng.uniform(0.5, 1.2)
-            draw.line([(x, top), (x - length * np.cos(angle), top + length * np.sin(angle))], fill=255, width=width)
-        if label == 7 and rng.random() < 0.5:  # a crossed 7
-            middle = top + (rows[-1] - top) * rng.uniform(0.4, 0.6) if rows.size else 14
-            centre = np.flatnonzero(raw[int(middle)] > 64)
-            cx = float(centre.mean()) if centre.size else 14.0
-            half = rng.uniform(4, 7)
-            draw.line([(cx - half, middle), (cx + half, middle + rng.uniform(-1, 1))], fill=255, width=width)
+    image = european_habits(raw, label, rng) if european else raw
     ink = np.asarray(image, dtype=np.float32) / 255.0
     if rng.random() < 0.08:  # a stroke broken where the pen skipped
         angle = rng.uniform(0, np.pi)

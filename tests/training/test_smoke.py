@@ -16,7 +16,8 @@ from model.devices import native_bf16
 from model.line import strip_to_line
 from tests.conftest import WEIGHTS
 from training.cli import main
-from training.augment import AffineAugment, FramedScans
+from training.augment import AffineAugment
+from training.digit import TASK
 from training.line_reader import RenderedStrips, anchor_loss, collate, ctc_loss, evaluate_set
 from training.render import TRAIN_STYLE, StripSet, render_strip
 from training.strips import make_strip
@@ -45,7 +46,8 @@ def _check_run(path, architecture, epochs=1, confusion=True):
 def test_digit_one_batch(smoke_digit):
     checkpoint = _check_run(smoke_digit, "DigitNet")
     assert checkpoint.metadata["hyperparameters"]["limit"] == 64
-    assert checkpoint.metadata["hyperparameters"]["framed_scans"] == repr(FramedScans())
+    for swap in TASK.swaps:  # what was swapped into the batches is on record, as configured
+        assert checkpoint.metadata["hyperparameters"][swap.key] == repr(swap)
     assert 0.0 <= checkpoint.metadata["metrics"]["test_accuracy"] <= 1.0
     assert checkpoint.metadata["metrics"]["test_samples"] == 10000
 
@@ -208,15 +210,37 @@ def test_framed_scans_are_what_the_service_makes_of_such_uploads(mnist_test):
     from training.augment import FramedScans
 
     framed = FramedScans()
-    scans, usable = framed.prepare(mnist_test.images[:300], seed=3)
-    again, _ = framed.prepare(mnist_test.images[:300], seed=3)
+    images, labels = mnist_test.images[:300], mnist_test.labels[:300]
+    scans, usable = framed.prepare(images, labels, seed=3)
+    again, _ = framed.prepare(images, labels, seed=3)
     assert scans.shape == (300, 1, 28, 28) and usable.float().mean() > 0.95 and torch.equal(scans, again)
     rng = np.random.default_rng(3)
-    raw = [framed.scan(image, rng) for image in mnist_test.images[:300]]
+    raw = [framed.draw(image, int(label), rng) for image, label in zip(images, labels, strict=True)]
     light = [np.mean(np.concatenate([r[0], r[-1], r[:, 0], r[:, -1]]) > 0.5) for r in raw]
     assert np.mean([min(share, 1 - share) >= 0.25 for share in light]) > 0.2
     first = next(i for i in range(300) if usable[i])
     assert torch.allclose(scans[first], normalise(preprocess_digit(raw[first])[None])[0])
+
+
+def test_european_digits_are_flagged_ones_and_crossed_sevens(mnist_test):
+    """Only 1s and 7s have a European drawing; most 1s gain a flag (ink where the plain digit has
+    none, up and left of its stem), some 7s a bar; each is what the service makes of that upload."""
+    from model.preprocess import normalise, preprocess_digit
+    from training.augment import EuropeanDigits
+
+    european = EuropeanDigits()
+    images, labels = mnist_test.images[:600], mnist_test.labels[:600]
+    drawings, usable = european.prepare(images, labels, seed=4)
+    assert torch.equal(usable, torch.from_numpy(np.isin(labels, (1, 7))))
+    rng = np.random.default_rng(4)
+    raw = [european.draw(image, int(label), rng) for image, label in zip(images, labels, strict=True)]
+    assert all((r is None) == (label not in (1, 7)) for r, label in zip(raw, labels, strict=True))
+    changed = {digit: np.mean([np.abs((1 - r) * 255 - image).max() > 100
+                               for r, image, label in zip(raw, images, labels, strict=True) if label == digit])
+               for digit in (1, 7)}
+    assert changed[1] > 0.7 and 0.3 < changed[7] < 0.7
+    first = int(np.flatnonzero(usable.numpy())[0])
+    assert torch.allclose(drawings[first], normalise(preprocess_digit(raw[first])[None])[0])
 
 
 def test_the_anchor_needs_a_network_to_start_from(mnist_dir, tmp_path):
