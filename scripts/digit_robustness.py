@@ -1,6 +1,6 @@
 """How the digit models read single digits written and scanned unlike MNIST: thick pens, 16x16
-binary scans, small grey postal crops, paint-program strokes, thumbnails. Each kind is rendered
-from MNIST *test* digits (no other data set is used, for training or here), sent through the
+binary scans, small grey postal crops, paint-program strokes, thumbnails, European 1s and 7s.
+Each kind is rendered from MNIST *test* digits (no other data set is used, for training or here), sent through the
 service's preprocessing (``model.preprocess.preprocess_digits``) and read by the checkpoint
 (``digit.pt``, or ``digit_sum.pt``, whose own encoder reads the digit it adds to):
 
@@ -12,6 +12,8 @@ stretched to the whole square as some form scanners store digits, optionally thi
 maximum at that size) and thresholded, and sent black on white, then again white on black (a digit
 that fills its frame leaves the preprocessing little paper at the border to tell the two apart by).
 A scan the preprocessing finds no digit in (a 1 stretched into a solid block) counts as misread.
+The last row takes the 1s and 7s among the digits and draws them as European writers do (most 1s
+with a long flag, some 7s crossed), at MNIST's 28x28.
 
 ``--split val`` renders the digits held out of training for validation instead (seed 0's 5,000,
 as ``python -m training train`` holds them out): the figures to choose between candidate
@@ -31,6 +33,7 @@ from model.checkpoint import load_checkpoint
 from model.preprocess import normalise, preprocess_digits, to_inks
 from training.augment import scan_digit
 from training.data import load_split, train_val_indices
+from training.render import european_habits
 from training.options import RunOptions
 
 
@@ -60,12 +63,20 @@ def render(raw: np.ndarray, kind: Kind) -> np.ndarray:
     return scan_digit(raw, kind.size, square=kind.square, thick=kind.thick, threshold=0.4 if kind.binary else None)
 
 
-def accuracy(checkpoint: Path, images: np.ndarray, labels: np.ndarray, kind: Kind, white_on_black: bool = False) -> float:
-    """Share of ``images`` rendered as ``kind`` that the checkpoint reads right; a scan the
-    service would find no digit in (``to_inks``' blank) counts as misread."""
+def european(images: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 1s and 7s among ``images`` as European writers draw them (most 1s flagged, some 7s
+    crossed: ``training.render.european_habits``), grayscale in [0, 1], black ink on white."""
+    rng = np.random.default_rng(seed)
+    ones_and_sevens = np.isin(labels, (1, 7))
+    grays = [1.0 - european_habits(raw, int(label), rng) / 255.0
+             for raw, label in zip(images[ones_and_sevens], labels[ones_and_sevens], strict=True)]
+    return np.stack(grays).astype(np.float32), labels[ones_and_sevens]
+
+
+def accuracy(checkpoint: Path, grays: np.ndarray, labels: np.ndarray) -> float:
+    """Share of the digit images ``grays`` (black on white, [0, 1]) that the checkpoint reads
+    right; one the service would find no digit in (``to_inks``' blank) counts as misread."""
     model = load_checkpoint(checkpoint).model.eval()
-    grays = np.stack([render(image, kind) for image in images])
-    grays = 1.0 - grays if white_on_black else grays
     found = ~to_inks(grays)[1]
     inputs = normalise(preprocess_digits(grays[found]))
     with torch.inference_mode():  # the digit both models read: their classifier over their encoder
@@ -96,9 +107,15 @@ def main() -> None:
     print("| --- |" + " ---: |" * len(checkpoints))
     for white_on_black in (False, True):
         for name, kind in KINDS.items():
-            figures = [accuracy(c, images, labels, kind, white_on_black) for c in checkpoints]
+            grays = np.stack([render(image, kind) for image in images])
+            grays = 1.0 - grays if white_on_black else grays
+            figures = [accuracy(c, grays, labels) for c in checkpoints]
             row = f"{name}, white on black" if white_on_black else name
             print(f"| {row} | " + " | ".join(f"{100 * f:.2f}%" for f in figures) + " |", flush=True)
+    grays, european_labels = european(images, labels, args.seed)
+    figures = [accuracy(c, grays, european_labels) for c in checkpoints]
+    row = f"1s and 7s of European writers ({len(european_labels)}: 1s flagged, some 7s crossed), 28x28"
+    print(f"| {row} | " + " | ".join(f"{100 * f:.2f}%" for f in figures) + " |", flush=True)
 
 
 if __name__ == "__main__":

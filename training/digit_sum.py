@@ -29,7 +29,7 @@ from training.options import RunOptions
 from training.plots import plot_curves
 from training.provenance import provenance, write_json
 
-VERSION = "1.2.0"
+VERSION = "1.3.0"
 NUMBER_RANGE = (-100, 100)  # integers drawn for training and the headline test figure (inclusive)
 SUM_LOSS_WEIGHT = 0.1
 SHARPNESS = 8.0
