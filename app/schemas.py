@@ -25,9 +25,9 @@ class DigitPrediction(BaseModel):
 
 class DigitResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"model": "digit:1.4.0", "predictions": [{"label": 7, "probability": 0.9983, "probabilities": _TEN}]}]})
+        {"model": "digit:1.5.0", "predictions": [{"label": 7, "probability": 0.9983, "probabilities": _TEN}]}]})
 
-    model: str = Field(examples=["digit:1.4.0"])
+    model: str = Field(examples=["digit:1.5.0"])
     predictions: list[DigitPrediction] = Field(description="one per uploaded image, in the order sent")
 
 
@@ -80,9 +80,9 @@ class SequenceResponse(BaseModel):
 
 class SumResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"model": "digit_sum:1.2.0", "digit": 3, "probability": 0.9990, "number": 39, "sum": 42}]})
+        {"model": "digit_sum:1.3.0", "digit": 3, "probability": 0.9990, "number": 39, "sum": 42}]})
 
-    model: str = Field(examples=["digit_sum:1.2.0"])
+    model: str = Field(examples=["digit_sum:1.3.0"])
     digit: int = Field(ge=0, le=9)
     probability: float = Field(ge=0, le=1, description="probability of the digit read")
     number: int
