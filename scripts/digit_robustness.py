@@ -12,8 +12,9 @@ stretched to the whole square as some form scanners store digits, optionally thi
 maximum at that size) and thresholded, and sent black on white, then again white on black (a digit
 that fills its frame leaves the preprocessing little paper at the border to tell the two apart by).
 A scan the preprocessing finds no digit in (a 1 stretched into a solid block) counts as misread.
-The last row takes the 1s and 7s among the digits and draws them as European writers do (most 1s
-with a long flag, some 7s crossed), at MNIST's 28x28.
+The last rows take the 1s and 7s among the digits and draw them as European writers do (most 1s
+with a long flag, some 7s crossed), and break every digit's strokes in one or two places (a round
+gap erased where the ink is, as a skipping pen or a scanner's threshold leaves), at MNIST's 28x28.
 
 ``--split val`` renders the digits held out of training for validation instead (seed 0's 5,000,
 as ``python -m training train`` holds them out): the figures to choose between candidate
@@ -73,6 +74,24 @@ def european(images: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndar
     return np.stack(grays).astype(np.float32), labels[ones_and_sevens]
 
 
+def broken(images: np.ndarray, seed: int) -> np.ndarray:
+    """Every digit with one or two gaps in its strokes: a disc of radius 1-1.8 px erased around
+    an ink pixel drawn at random -> grayscale in [0, 1], black ink on white. (Training's
+    ``WritingAugment.broken`` erases short bands instead.)"""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[:28, :28]
+    grays = []
+    for raw in images:
+        ink = raw.astype(np.float32) / 255
+        for _ in range(int(rng.integers(1, 3))):
+            rows, cols = np.nonzero(ink > 0.5)
+            pick = int(rng.integers(len(rows)))
+            radius = rng.uniform(1.0, 1.8)
+            ink[(ys - rows[pick]) ** 2 + (xs - cols[pick]) ** 2 <= radius**2] = 0
+        grays.append(1.0 - ink)
+    return np.stack(grays).astype(np.float32)
+
+
 def accuracy(checkpoint: Path, grays: np.ndarray, labels: np.ndarray) -> float:
     """Share of the digit images ``grays`` (black on white, [0, 1]) that the checkpoint reads
     right; one the service would find no digit in (``to_inks``' blank) counts as misread."""
@@ -116,6 +135,9 @@ def main() -> None:
     figures = [accuracy(c, grays, european_labels) for c in checkpoints]
     row = f"1s and 7s of European writers ({len(european_labels)}: 1s flagged, some 7s crossed), 28x28"
     print(f"| {row} | " + " | ".join(f"{100 * f:.2f}%" for f in figures) + " |", flush=True)
+    figures = [accuracy(c, broken(images, args.seed), labels) for c in checkpoints]
+    print("| strokes broken in one or two places, 28x28 | " + " | ".join(f"{100 * f:.2f}%" for f in figures) + " |",
+          flush=True)
 
 
 if __name__ == "__main__":

@@ -72,12 +72,18 @@ class WritingAugment:
     the digit reduced to 8-16 pixels and enlarged again (detail lost as in a low-resolution scan),
     and the ink thresholded to black and white (a binary scan). Each runs on the ink in [0, 1]
     (the normalised input undone and redone with ``mean`` and ``std``), batched.
+
+    ``broken`` (off by default) breaks a stroke first, as a pen that skips or a light stroke
+    lost to a scanner's threshold does: a short band 1.5-3 pixels wide, at a random angle,
+    centred on a point of the ink (drawn in proportion to the ink), is erased. Writers' digits
+    often arrive in two pieces; MNIST's seldom do.
     """
 
     thicken: float = 0.35  # share of images whose strokes get thicker
     thin: float = 0.1  # share whose strokes get thinner (among those not thickened)
     low_resolution: float = 0.2
     binary: float = 0.2
+    broken: float = 0.0  # share with one stroke broken (a short gap erased across it)
     mean: float = 0.1307
     std: float = 0.3081
     affine: AffineAugment = AffineAugment()
@@ -93,6 +99,8 @@ class WritingAugment:
             return torch.rand(n, generator=generator).to(device, images.dtype).view(n, 1, 1, 1)
 
         ink = images * self.std + self.mean
+        if self.broken:
+            ink = torch.where(chosen(self.broken), ink * ~self._gaps(ink, generator), ink)
         wide = torch.rand(n, generator=generator).to(device).view(n, 1, 1, 1) < 0.3
         dilated = torch.where(wide, F.max_pool2d(ink, 5, 1, 2), F.max_pool2d(ink, 3, 1, 1))
         thick = chosen(self.thicken)
@@ -106,6 +114,24 @@ class WritingAugment:
         ink = torch.where(chosen(self.low_resolution), low, ink)
         ink = torch.where(chosen(self.binary), (ink > 0.4).to(ink.dtype), ink)
         return self.affine((ink - self.mean) / self.std, generator)
+
+    @staticmethod
+    def _gaps(ink: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """[N, 1, H, W] bool: per image, a band 1.5-3 px wide and 4-9 px long at a random angle,
+        centred on an ink pixel drawn in proportion to the ink."""
+        n, _, height, width = ink.shape
+        weights = ink.reshape(n, -1).float().cpu().clamp(min=0) + 1e-6
+        centre = torch.multinomial(weights, 1, generator=generator).view(n)
+        cy, cx = (centre // width).float(), (centre % width).float()
+        angle = torch.rand(n, generator=generator) * math.pi
+        half_width = 0.75 + torch.rand(n, generator=generator) * 0.75
+        half_length = 2.0 + torch.rand(n, generator=generator) * 2.5
+        ys = torch.arange(height, dtype=torch.float32).view(1, height, 1) - cy.view(n, 1, 1)
+        xs = torch.arange(width, dtype=torch.float32).view(1, 1, width) - cx.view(n, 1, 1)
+        cos, sin = torch.cos(angle).view(n, 1, 1), torch.sin(angle).view(n, 1, 1)
+        across, along = (xs * sin - ys * cos).abs(), (xs * cos + ys * sin).abs()
+        band = (across <= half_width.view(n, 1, 1)) & (along <= half_length.view(n, 1, 1))
+        return band.unsqueeze(1).to(ink.device)
 
 
 @dataclass(frozen=True)
