@@ -1,6 +1,5 @@
-"""DigitNet: train on MNIST with writing and affine augmentation (some strokes broken), digits
-scanned to fill their frame, and 1s and 7s as European writers draw them (``training.classifier``'s
-recipe).
+"""DigitNet: train on MNIST with writing and affine augmentation, digits scanned to fill their frame,
+and 1s and 7s as European writers draw them (``training.classifier``'s recipe).
 
 ``TASK.train`` and ``TASK.evaluate_command`` are what the CLI runs for ``digit``.
 """
@@ -19,9 +18,9 @@ from training.data import MNIST
 
 ARGUMENTS: dict[str, Any] = {"channels": [32, 64], "features": 256, "dropout": 0.25}
 LABELS = list(MNIST.labels)
-VERSION = "1.6.0"
+VERSION = "1.5.0"
 TASK = ClassifierTask(name="digit", description="classify one handwritten digit", dataset=MNIST,
-                      architecture="DigitNet", arguments=ARGUMENTS, version=VERSION, augment=WritingAugment(broken=0.15),
+                      architecture="DigitNet", arguments=ARGUMENTS, version=VERSION, augment=WritingAugment(),
                       swaps=(FramedScans(), EuropeanDigits()))
 
 

@@ -157,3 +157,21 @@ def test_european_ones_and_sevens_are_read(client, mnist_test):
         assert response.status_code == 200
         labels += _labels(response)
     assert np.mean(np.array(labels) == mnist_test.labels[index]) >= 0.96
+
+
+def test_digits_with_broken_strokes_are_read(client, mnist_test):
+    """Digits whose strokes break in one or two places (a skipping pen, a light stroke lost to a
+    scanner's threshold: ``scripts.digit_robustness.broken``), uploaded black on white. Measured
+    on 3,000 test digits: 98.33% (1.5.0); 400 of them here, within a margin."""
+    from scripts.digit_robustness import broken
+
+    index = np.arange(2000, 2400)
+    grays = broken(mnist_test.images[index], seed=6)
+    labels = []
+    for start in range(0, len(index), 100):
+        files = [png_part("files", Image.fromarray((gray * 255).astype(np.uint8)), name=f"{start + i}.png")
+                 for i, gray in enumerate(grays[start : start + 100])]
+        response = client.post("/predict/digit", files=files)
+        assert response.status_code == 200
+        labels += _labels(response)
+    assert np.mean(np.array(labels) == mnist_test.labels[index]) >= 0.95
