@@ -85,6 +85,8 @@ def broken(images: np.ndarray, seed: int) -> np.ndarray:
         ink = raw.astype(np.float32) / 255
         for _ in range(int(rng.integers(1, 3))):
             rows, cols = np.nonzero(ink > 0.5)
+            if not len(rows):
+                break
             pick = int(rng.integers(len(rows)))
             radius = rng.uniform(1.0, 1.8)
             ink[(ys - rows[pick]) ** 2 + (xs - cols[pick]) ** 2 <= radius**2] = 0
@@ -92,10 +94,10 @@ def broken(images: np.ndarray, seed: int) -> np.ndarray:
     return np.stack(grays).astype(np.float32)
 
 
-def accuracy(checkpoint: Path, grays: np.ndarray, labels: np.ndarray) -> float:
-    """Share of the digit images ``grays`` (black on white, [0, 1]) that the checkpoint reads
-    right; one the service would find no digit in (``to_inks``' blank) counts as misread."""
-    model = load_checkpoint(checkpoint).model.eval()
+def accuracy(model: torch.nn.Module, grays: np.ndarray, labels: np.ndarray) -> float:
+    """Share of the digit images ``grays`` (black on white, [0, 1]) that the model (``digit.pt``'s
+    or ``digit_sum.pt``'s) reads right; one the service would find no digit in (``to_inks``' blank)
+    counts as misread."""
     found = ~to_inks(grays)[1]
     inputs = normalise(preprocess_digits(grays[found]))
     with torch.inference_mode():  # the digit both models read: their classifier over their encoder
@@ -122,22 +124,22 @@ def main() -> None:
         pool = train_val_indices(len(digits), VAL_SIZE, 0)[1]
     chosen = np.random.default_rng(args.seed).choice(pool, min(args.count, len(pool)), replace=False)
     images, labels = digits.images[chosen], digits.labels[chosen]
+    models = [load_checkpoint(c).model.eval() for c in checkpoints]
+
+    def row(name: str, grays: np.ndarray, truth: np.ndarray) -> None:
+        figures = [accuracy(model, grays, truth) for model in models]
+        print(f"| {name} | " + " | ".join(f"{100 * f:.2f}%" for f in figures) + " |", flush=True)
+
     print("| kind | " + " | ".join(str(c) for c in checkpoints) + " |")
     print("| --- |" + " ---: |" * len(checkpoints))
     for white_on_black in (False, True):
         for name, kind in KINDS.items():
             grays = np.stack([render(image, kind) for image in images])
-            grays = 1.0 - grays if white_on_black else grays
-            figures = [accuracy(c, grays, labels) for c in checkpoints]
-            row = f"{name}, white on black" if white_on_black else name
-            print(f"| {row} | " + " | ".join(f"{100 * f:.2f}%" for f in figures) + " |", flush=True)
+            row(f"{name}, white on black" if white_on_black else name, 1.0 - grays if white_on_black else grays, labels)
     grays, european_labels = european(images, labels, args.seed)
-    figures = [accuracy(c, grays, european_labels) for c in checkpoints]
-    row = f"1s and 7s of European writers ({len(european_labels)}: 1s flagged, some 7s crossed), 28x28"
-    print(f"| {row} | " + " | ".join(f"{100 * f:.2f}%" for f in figures) + " |", flush=True)
-    figures = [accuracy(c, broken(images, args.seed), labels) for c in checkpoints]
-    print("| strokes broken in one or two places, 28x28 | " + " | ".join(f"{100 * f:.2f}%" for f in figures) + " |",
-          flush=True)
+    row(f"1s and 7s of European writers ({len(european_labels)}: 1s flagged, some 7s crossed), 28x28",
+        grays, european_labels)
+    row("strokes broken in one or two places, 28x28", broken(images, args.seed), labels)
 
 
 if __name__ == "__main__":
