@@ -5,7 +5,9 @@ comma, an underline) is not cut into digits. It becomes one *line image*, the wh
 fixed height, and the line reader (``model.architectures.LineReader``, a CNN-BiLSTM trained with
 CTC) emits, for every few columns, the probability of each digit or of "no digit here" (the CTC
 blank). Reading the digits is then a matter of taking the likeliest symbol per column and
-collapsing runs (``decode``); nothing decides where one digit ends by rule.
+collapsing runs (``decode``); nothing decides where one digit ends by rule. ``read_lines`` reads
+each line at a few widths (``VIEWS``) in the same forward pass and keeps the reading they find
+likeliest together (``best_reading``).
 
 ``strip_to_line`` is used by training (on rendered strips) and by serving (on uploads) alike:
 
@@ -287,11 +289,70 @@ def decode(probabilities: np.ndarray, stride: int = DEFAULT_LINE.stride) -> Read
     return Reading(labels, confidences, spans, 1.0 - no_four)
 
 
+# The widths a line is read at, as factors of its own: the line itself first, then squeezed and
+# stretched. Handwriting is narrower or wider than the strips the reader learnt from, and a
+# digit the network misreads at one width it often reads right at another; the reading that
+# the views together find likeliest wins (``best_reading``).
+VIEWS: tuple[float, ...] = (1.0, 0.85, 1.15)
+
+
+def stretch(line: np.ndarray, factor: float, config: LineConfig = DEFAULT_LINE) -> np.ndarray:
+    """A line image resized in width by ``factor`` (within ``min_width``..``max_width``)."""
+    width = min(config.max_width, max(config.min_width, round(line.shape[1] * factor)))
+    if width == line.shape[1]:
+        return line
+    return np.clip(resize_ink(line, width, config.height), 0.0, 1.0)
+
+
+def best_reading(log_probabilities: list[torch.Tensor], scales: list[float], stride: int = DEFAULT_LINE.stride) -> Reading:
+    """The views of one line (their per-step log-probabilities [T_v, 11], and each view's
+    columns per line column) -> the reading they agree on best.
+
+    Each view proposes its best-path reading; every distinct proposal is scored on every view
+    by its CTC likelihood (the probability of all the paths that spell it, not just the best
+    one), and the proposal with the highest product wins. Its spans and probabilities come from
+    the first view that proposed it, its columns mapped back to the line's."""
+    readings = [decode(lp.exp().numpy(), stride) for lp in log_probabilities]
+    proposals: list[list[int]] = []
+    for reading in readings:
+        if reading.labels not in proposals:
+            proposals.append(reading.labels)
+    if len(proposals) > 1:
+        nll = torch.zeros(len(proposals))
+        for lp in log_probabilities:
+            nll += sequence_nll(lp, proposals)
+        winner = proposals[int(nll.argmin())]
+    else:
+        winner = proposals[0]
+    view = next(v for v, reading in enumerate(readings) if reading.labels == winner)
+    reading, scale = readings[view], scales[view]
+    spans = [(int(first / scale), int((last + 1) / scale) - 1) for first, last in reading.spans]
+    return Reading(reading.labels, reading.probabilities, spans, reading.contains_4)
+
+
+def sequence_nll(log_probabilities: torch.Tensor, sequences: list[list[int]]) -> torch.Tensor:
+    """-log P(sequence | one line's steps [T, 11]) under CTC, for each sequence ([len(sequences)];
+    infinite for a sequence too long for the steps)."""
+    steps = log_probabilities.shape[0]
+    targets = torch.tensor([digit for sequence in sequences for digit in sequence], dtype=torch.long)
+    return torch.nn.functional.ctc_loss(
+        log_probabilities[:, None, :].expand(steps, len(sequences), -1), targets,
+        torch.full((len(sequences),), steps, dtype=torch.long), torch.tensor([len(s) for s in sequences], dtype=torch.long),
+        blank=BLANK_CLASS, reduction="none")
+
+
 @torch.inference_mode()
 def read_lines(model: torch.nn.Module, lines: list[np.ndarray], device: torch.device | str = "cpu",
-               config: LineConfig = DEFAULT_LINE) -> list[Reading]:
-    """One forward pass of the line reader over line images of any widths -> their readings."""
-    batch, widths = batch_lines(lines, config)
+               config: LineConfig = DEFAULT_LINE, views: tuple[float, ...] = VIEWS) -> list[Reading]:
+    """One forward pass of the line reader over line images of any widths, each at every width
+    of ``views`` -> their readings (``best_reading``)."""
+    stretched = [stretch(line, factor, config) for line in lines for factor in views]
+    batch, widths = batch_lines(stretched, config)
     steps = steps_for(widths, config)
-    probabilities = model(batch.to(device), steps).float().exp().cpu().numpy()
-    return [decode(probabilities[i, : int(n)], config.stride) for i, n in enumerate(steps)]
+    log_probabilities = model(batch.to(device), steps).float().cpu()
+    readings = []
+    for i, line in enumerate(lines):
+        own = range(i * len(views), (i + 1) * len(views))
+        readings.append(best_reading([log_probabilities[j, : int(steps[j])] for j in own],
+                                     [stretched[j].shape[1] / line.shape[1] for j in own], config.stride))
+    return readings

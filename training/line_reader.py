@@ -174,8 +174,12 @@ def score(read: list[list[int]], fours: list[bool], truths: list[list[int]]) -> 
 
 
 def evaluate_set(model: torch.nn.Module, strips: StripSet, device: torch.device, line: LineConfig = DEFAULT_LINE,
-                 batch_size: int = 128) -> dict[str, float]:
-    """Read every strip of the set (batched by width) and score it."""
+                 batch_size: int = 128, views: tuple[float, ...] = (1.0,)) -> dict[str, float]:
+    """Read every strip of the set (batched by width) and score it.
+
+    By default each line is read once, at its own width: the network's own figures, which
+    choose the epoch and are recorded in the checkpoint. The service reads at ``model.line.VIEWS``
+    (docs/strip-reading.md has both)."""
     model.eval()
     pixels: dict[int, np.ndarray] = {}  # strip index -> its line; none where nothing stands out,
     for i, image in enumerate(strips.images):  # which reads as no digit (the service's 422 no_digit_found)
@@ -188,7 +192,7 @@ def evaluate_set(model: torch.nn.Module, strips: StripSet, device: torch.device,
     fours = [False] * len(strips.images)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        for i, reading in zip(chunk, read_lines(model, [pixels[i] for i in chunk], device, line)):
+        for i, reading in zip(chunk, read_lines(model, [pixels[i] for i in chunk], device, line, views)):
             read[i], fours[i] = reading.labels, reading.contains_4 >= 0.5
     return score(read, fours, strips.labels)
 

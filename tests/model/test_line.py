@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from model.line import BLANK_CLASS, DEFAULT_LINE, batch_lines, decode, read_lines, steps_for, strip_to_line
+from model.line import (BLANK_CLASS, DEFAULT_LINE, batch_lines, best_reading, decode, read_lines, sequence_nll, steps_for,
+                        stretch, strip_to_line)
 from model.preprocess import NoInkError
 from training.render import tilt
 from training.strips import make_strip
@@ -93,6 +94,46 @@ def test_contains_4_is_the_probability_some_step_emits_a_4():
     probabilities[:, 4] = [0.1, 0.2, 0.3]
     expected = 1 - (0.9 * 0.8 * 0.7)
     assert decode(probabilities).contains_4 == pytest.approx(expected, rel=1e-5)
+
+
+def test_sequence_likelihood_sums_every_path_that_spells_it():
+    """Two steps: "3" is spelt by 3-3, 3-blank and blank-3; nothing is spelt by blank-blank; "33"
+    needs three steps (a blank between the threes), so two cannot spell it."""
+    b = BLANK_CLASS
+    p = torch.full((2, 11), 0.02)
+    p[0, 3], p[0, b], p[1, 3], p[1, b] = 0.6, 0.22, 0.3, 0.52
+    p = p / p.sum(dim=1, keepdim=True)
+    nll = sequence_nll(p.log(), [[3], [], [3, 3], [7]]).tolist()
+    p = p.numpy()
+    assert nll[0] == pytest.approx(-np.log(p[0, 3] * p[1, 3] + p[0, 3] * p[1, b] + p[0, b] * p[1, 3]), rel=1e-4)
+    assert nll[1] == pytest.approx(-np.log(p[0, b] * p[1, b]), rel=1e-4)
+    assert nll[2] == float("inf")
+    assert nll[3] == pytest.approx(-np.log(p[0, 7] * p[1, 7] + p[0, 7] * p[1, b] + p[0, b] * p[1, 7]), rel=1e-4)
+
+
+def test_views_that_disagree_are_settled_by_their_joint_likelihood():
+    """One view reads 3 7 sure of it, another reads 3 1 but barely (its 1 nearly a 7): the
+    reading both views find likeliest, 3 7, wins, whichever view comes first."""
+    b = BLANK_CLASS
+    sure = np.log(_steps(b, 3, b, 7, b, b))
+    unsure = _steps(b, 3, b, 1, b, b, b, b, sure=0.45)
+    unsure[3, 7] = 0.4
+    unsure = np.log(unsure / unsure.sum(axis=1, keepdims=True))
+    for views, scales in (([unsure, sure], [1.0, 0.75]), ([sure, unsure], [0.75, 1.0])):
+        reading = best_reading([torch.from_numpy(v) for v in views], scales)
+        assert reading.labels == [3, 7]
+    # its spans come from the view that read it, mapped back to the line's columns: that view is
+    # three quarters as wide, so its step 1 (columns 4-7) is the line's columns 5-9
+    assert reading.spans[0] == (5, 9)
+
+
+def test_a_stretched_view_changes_only_the_width():
+    line = np.zeros((32, 100), np.float32)
+    line[8:24, 20:30] = 1.0
+    wide, narrow = stretch(line, 1.15), stretch(line, 0.85)
+    assert wide.shape == (32, 115) and narrow.shape == (32, 85)
+    assert np.flatnonzero(wide.max(axis=1) > 0.5).tolist() == list(range(8, 24))  # rows untouched
+    assert stretch(np.zeros((32, DEFAULT_LINE.min_width), np.float32), 0.85).shape[1] == DEFAULT_LINE.min_width
 
 
 def test_the_committed_line_reader_reads_mnist_strips(mnist_test, line_reader_checkpoint):
