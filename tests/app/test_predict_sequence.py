@@ -86,7 +86,7 @@ def test_each_digit_box_covers_where_it_was_written(client, mnist_test):
     assert np.mean(overlaps) >= 0.85 and np.mean(np.array(overlaps) >= 0.5) >= 0.97, np.mean(overlaps)
 
 
-@pytest.mark.parametrize(("condition", "measured"), [("cheque", 0.82), ("paper", 0.90), ("marks", 0.83), ("touching", 0.87)])
+@pytest.mark.parametrize(("condition", "measured"), [("cheque", 0.85), ("paper", 0.92), ("marks", 0.90), ("touching", 0.85)])
 def test_real_world_strips_are_read(client, mnist_test, condition, measured):
     """Strips as the world writes them (training.render, the dev style: paper patterns and marks
     the reader never trained on; dashes, commas and lines are not digits): each kind is read
@@ -98,7 +98,7 @@ def test_real_world_strips_are_read(client, mnist_test, condition, measured):
 @pytest.mark.parametrize(("condition", "degrees", "measured"), [("cheque", 6, 0.82), ("paper", 3, 0.93), ("paper", 6, 0.93)])
 def test_strips_photographed_askew_are_read(client, mnist_test, condition, degrees, measured):
     """The same 60 strips rotated uphill and downhill in turn, as photographed askew: levelled
-    before reading, they are read about as well as level ones (level: 82% and 90%). Read as
+    before reading, they are read about as well as level ones (level: 85% and 92%). Read as
     written, without levelling, they were 57% (cheque, 6 degrees), 75% and 63% (paper)."""
     strips = render_set(condition, mnist_test, np.arange(len(mnist_test)), 60, 77, DEV_STYLE, condition)
     assert _read_rate(client, list(zip(tilt_in_turn(strips.images, degrees), strips.labels))) >= measured - 0.12
