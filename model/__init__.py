@@ -5,6 +5,7 @@ Knows nothing of HTTP or of training; both ``app`` and ``training`` build on it.
 
 from model.architectures import (
     ARCHITECTURES,
+    DigitEnsemble,
     DigitNet,
     DigitSumNet,
     SequenceNet,
@@ -22,6 +23,7 @@ __all__ = [
     "ARCHITECTURES",
     "Checkpoint",
     "CheckpointError",
+    "DigitEnsemble",
     "DigitNet",
     "DigitSumNet",
     "NoInkError",

@@ -7,6 +7,7 @@ Inputs are the normalised [N, 1, 28, 28] tensors of ``model.preprocess``, except
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -72,6 +73,31 @@ class DigitNet(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Calibrated logits [N, 10]."""
         return self.classifier(self.encoder(images)) / self.temperature
+
+
+class DigitEnsemble(nn.Module):
+    """Several DigitNets trained by one recipe from different seeds, read as one classifier.
+
+    Each member errs on different digits, so the mean of their calibrated probabilities is right
+    more often than any member and better calibrated (a deep ensemble, Lakshminarayanan et al.
+    2017). ``forward`` returns the log of that mean divided by the ensemble's own ``temperature``
+    (fitted on the members' shared validation split), so callers use it exactly like a DigitNet:
+    its softmax is the calibrated distribution.
+    """
+
+    def __init__(self, members: int = 3, channels: tuple[int, int] = (32, 64), features: int = 256,
+                 dropout: float = 0.25) -> None:
+        super().__init__()
+        if members < 1:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(DigitNet(channels, features, dropout) for _ in range(members))
+        self.register_buffer("temperature", torch.ones(()))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Calibrated logits [N, 10]: the log of the members' mean probabilities, over ``temperature``."""
+        log_probabilities = torch.stack([member(images).log_softmax(dim=-1) for member in self.members])
+        mean = torch.logsumexp(log_probabilities, dim=0) - math.log(len(self.members))
+        return mean / self.temperature
 
 
 class SequenceNet(nn.Module):
@@ -215,6 +241,7 @@ class LineReader(nn.Module):
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "DigitNet": DigitNet,
+    "DigitEnsemble": DigitEnsemble,
     "SequenceNet": SequenceNet,
     "DigitSumNet": DigitSumNet,
     "FashionNet": FashionNet,

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
-from model.architectures import DigitEncoder, FashionNet, LineReader
+from model.architectures import DigitEncoder, DigitEnsemble, FashionNet, LineReader
 
 # Images per forward pass of the encoder; measured best on 2 CPU cores (docs/performance.md).
 ENCODER_CHUNK = 128
@@ -62,6 +62,8 @@ def for_inference(model: nn.Module, device: torch.device, chunk: int = ENCODER_C
     served = copy.deepcopy(model).eval().to(device)
     if isinstance(served, FashionNet):  # one image in, logits out: the whole network compiles
         return ChunkedEncoder(_compile_encoder(served, device), chunk)
+    if isinstance(served, DigitEnsemble):  # each member in its own serving form
+        served.members = nn.ModuleList(for_inference(member, device, chunk) for member in served.members)
     if isinstance(served, LineReader):  # the convolutions compile (any width); the LSTM stays eager
         served.conv = _compile_encoder(served.conv, device, (1, 1, 32, 64))
     for name, child in list(served.named_children()):

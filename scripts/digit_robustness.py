@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.architectures import DigitSumNet
 from model.checkpoint import load_checkpoint
 from model.preprocess import normalise, preprocess_digits, to_inks
 from training.augment import scan_digit
@@ -94,15 +95,21 @@ def broken(images: np.ndarray, seed: int) -> np.ndarray:
     return np.stack(grays).astype(np.float32)
 
 
+def digit_logits(model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """The digit logits of ``digit.pt`` (a classifier) or of ``digit_sum.pt`` (its first output)."""
+    if isinstance(model, DigitSumNet):
+        return model(inputs, torch.zeros(len(inputs)))[0]
+    return model(inputs)
+
+
 def accuracy(model: torch.nn.Module, grays: np.ndarray, labels: np.ndarray) -> float:
     """Share of the digit images ``grays`` (black on white, [0, 1]) that the model (``digit.pt``'s
     or ``digit_sum.pt``'s) reads right; one the service would find no digit in (``to_inks``' blank)
     counts as misread."""
     found = ~to_inks(grays)[1]
     inputs = normalise(preprocess_digits(grays[found]))
-    with torch.inference_mode():  # the digit both models read: their classifier over their encoder
-        predicted = torch.cat([model.classifier(model.encoder(inputs[i : i + 1000])).argmax(1)
-                               for i in range(0, len(inputs), 1000)])
+    with torch.inference_mode():
+        predicted = torch.cat([digit_logits(model, inputs[i : i + 1000]).argmax(1) for i in range(0, len(inputs), 1000)])
     return float((predicted.numpy() == labels[found]).sum() / len(labels))
 
 

@@ -81,7 +81,7 @@ def train_classifier(options: RunOptions, task: ClassifierTask) -> Path:
     started = time.time()
     generator = seed_everything(options.seed)
     world, device = distributed.join(options.device)
-    data = prepare(options.data_dir, options.val_size, options.seed, options.limit, task.dataset)
+    data = prepare(options.data_dir, options.val_size, options.split_seed, options.limit, task.dataset)
     fit, val = data.fit, data.val
     fit_inputs = fit.inputs.to(device)
     classes = len(task.dataset.labels)

@@ -5,6 +5,7 @@
     python -m training train digit-sum --data-dir ../shared/data/mnist --init-from weights/digit.pt
     python -m training train fashion   # Fashion-MNIST: $FASHION_MNIST_DATA_DIR or Debian's dataset-fashion-mnist
     python -m training train line-reader --data-dir ../shared/data/mnist --device cuda   # strips read whole
+    python -m training ensemble digit <seed 0>.pt <seed 1>.pt <seed 2>.pt --data-dir ../shared/data/mnist
     python -m training evaluate weights/digit.pt --data-dir ../shared/data/mnist
     python -m training study error-gallery --data-dir ../shared/data/mnist   # writes docs/studies/
     python -m training study label-noise --setting end-to-end --data-dir ../shared/data/mnist --seeds 3
@@ -24,6 +25,7 @@ from model.checkpoint import load_checkpoint
 from model.devices import select_device
 from training import distributed
 from training.data import DATA_DIR_ENV, FASHION_MNIST
+from training.ensemble import assemble
 from training.options import Precision, RunOptions
 from training.render import TRAIN_STYLE
 from training.studies import STUDIES, StudyOptions
@@ -54,7 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     common(train)
     train.add_argument("--out", type=Path, help="checkpoint path (default weights/<task>.pt)")
     train.add_argument("--epochs", type=int)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="seeds initialisation, batch order and augmentation")
+    train.add_argument("--split-seed", type=int, default=0,
+                       help="classifiers: seeds which training images are held out for validation; fixed by default, "
+                            "so that models trained from different seeds are validated (and ensembled) on the same images")
     train.add_argument("--label-noise", type=float, default=0.0, metavar="RATE", help="flip this share of training labels")
     train.add_argument("--loss", choices=["bce", "gce"], default="bce",
                        help="sequence model: cross-entropy, or generalized cross-entropy (robust to label noise)")
@@ -89,6 +94,13 @@ def _parser() -> argparse.ArgumentParser:
                             "scale, shear) before it is written into a strip")
     train.add_argument("--init-from", type=Path, help="DigitNet checkpoint to start the encoder from (sequence, digit-sum), "
                        "or a LineReader checkpoint to continue training (line-reader)")
+
+    ensemble = commands.add_parser("ensemble", help="join checkpoints of one task trained from different seeds into one "
+                                   "checkpoint that averages their probabilities")
+    ensemble.add_argument("task", choices=sorted(name for name, task in TASKS.items() if task.ensemble))
+    ensemble.add_argument("members", type=Path, nargs="+", help="the member checkpoints (same recipe, different --seed)")
+    common(ensemble)
+    ensemble.add_argument("--out", type=Path, help="checkpoint path (default weights/<task>.pt)")
 
     evaluate = commands.add_parser("evaluate", help="recompute a checkpoint's test metrics")
     evaluate.add_argument("checkpoint", type=Path)
@@ -139,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             data_dir=args.data_dir,
             epochs=args.epochs or task.epochs,
             seed=args.seed,
+            split_seed=args.split_seed,
             device=args.device,
             label_noise=args.label_noise,
             loss=args.loss,
@@ -179,6 +192,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     device = select_device(args.device)
+    if args.command == "ensemble":
+        spec = TASKS[args.task].ensemble
+        assert spec is not None  # argparse offers only the tasks that have one
+        path = assemble(args.members, args.out or Path("weights") / f"{args.task.replace('-', '_')}.pt", spec,
+                        args.data_dir, device)
+        checkpoint = load_checkpoint(path)
+        print(json.dumps({"checkpoint": str(path), "sha256": checkpoint.sha256, "metrics": checkpoint.metadata["metrics"],
+                          "members": checkpoint.metadata["members"]}, indent=2))
+        return 0
+
     checkpoint = load_checkpoint(args.checkpoint, map_location=device)
     metrics = for_architecture(checkpoint.metadata["architecture"]).evaluate(checkpoint, args.data_dir, device)
     recorded = checkpoint.metadata.get("metrics", {})

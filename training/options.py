@@ -13,7 +13,8 @@ class RunOptions:
     out: Path
     data_dir: str | None = None
     epochs: int = 12
-    seed: int = 0
+    seed: int = 0  # initialisation, batch order, augmentation
+    split_seed: int = 0  # classifiers: which training images are held out for validation (fixed, so seeds share it)
     device: str = "auto"
     label_noise: float = 0.0
     loss: str = "bce"  # sequence model: "bce", or "gce" (generalized cross-entropy, robust to label noise)

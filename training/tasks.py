@@ -13,6 +13,7 @@ import torch
 
 from model.checkpoint import Checkpoint
 from training import digit, digit_sum, fashion, line_reader, sequence
+from training.ensemble import EnsembleSpec
 from training.options import RunOptions
 
 
@@ -26,10 +27,12 @@ class Task:
     lr: float
     batch_size: int = 128
     distributed: bool = False  # trains under torchrun (training.distributed)
+    ensemble: EnsembleSpec | None = None  # ``python -m training ensemble`` joins this task's checkpoints
 
 
 TASKS: dict[str, Task] = {task.name: task for task in (
-    Task("digit", "DigitNet", digit.TASK.train, digit.TASK.evaluate_command, epochs=40, lr=0.05, distributed=True),
+    Task("digit", "DigitNet", digit.TASK.train, digit.TASK.evaluate_command, epochs=40, lr=0.05, distributed=True,
+         ensemble=digit.ENSEMBLE),
     Task("sequence", "SequenceNet", sequence.train, sequence.evaluate_command, epochs=8, lr=2e-3),
     Task("digit-sum", "DigitSumNet", digit_sum.train, digit_sum.evaluate_command, epochs=3, lr=1e-3),
     Task("fashion", "FashionNet", fashion.TASK.train, fashion.TASK.evaluate_command, epochs=24, lr=0.05, distributed=True),
@@ -39,4 +42,5 @@ TASKS: dict[str, Task] = {task.name: task for task in (
 
 def for_architecture(architecture: str) -> Task:
     """The task whose checkpoints have this architecture (``python -m training evaluate``)."""
-    return next(task for task in TASKS.values() if task.architecture == architecture)
+    return next(task for task in TASKS.values()
+                if architecture in (task.architecture, task.ensemble and task.ensemble.architecture))

@@ -66,3 +66,19 @@ def test_fashion_net_gives_ten_calibrated_logits():
         halved = model(images)
     assert logits.shape == (5, 10)
     torch.testing.assert_close(halved, logits / 2)
+
+
+def test_a_digit_ensemble_reads_the_mean_of_its_members_probabilities():
+    """Its softmax is the members' mean distribution, sharpened or softened by its own temperature;
+    each member keeps its own calibration."""
+    from model.architectures import DigitEnsemble
+
+    torch.manual_seed(0)
+    ensemble = DigitEnsemble(members=3, channels=(4, 8), features=16).eval()
+    ensemble.members[1].temperature.fill_(1.7)
+    images = torch.randn(5, 1, 28, 28)
+    with torch.inference_mode():
+        mean = torch.stack([member(images).softmax(-1) for member in ensemble.members]).mean(0)
+        torch.testing.assert_close(ensemble(images).softmax(-1), mean)
+        ensemble.temperature.fill_(0.5)
+        torch.testing.assert_close(ensemble(images).softmax(-1), (mean ** 2) / (mean ** 2).sum(-1, keepdim=True))

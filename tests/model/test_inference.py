@@ -26,8 +26,22 @@ def test_digit_serving_form_reads_the_test_digits_as_the_checkpoint_does(mnist_t
         got = served(images).softmax(1)
     assert torch.equal(got.argmax(1), expected.argmax(1))
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
-    assert isinstance(served.encoder, ChunkedEncoder)
+    assert any(isinstance(m, ChunkedEncoder) for m in served.modules()), "the encoder should be compiled"
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in served.modules()), "BatchNorm should be folded"
+
+
+def test_an_ensembles_serving_form_compiles_every_member(mnist_test) -> None:
+    from model.architectures import DigitEnsemble
+
+    torch.manual_seed(0)
+    ensemble = DigitEnsemble(members=3, channels=(8, 16), features=32).eval()
+    ensemble.temperature.fill_(0.8)
+    images = _inputs(mnist_test, 200)
+    served = for_inference(ensemble, CPU)
+    with torch.inference_mode():
+        torch.testing.assert_close(served(images), ensemble(images), atol=1e-4, rtol=0)
+    assert sum(isinstance(m, ChunkedEncoder) for m in served.modules()) == 3
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in served.modules())
 
 
 def test_sequence_and_sum_serving_forms_match(mnist_test, sequence_checkpoint: Checkpoint, digit_sum_checkpoint: Checkpoint) -> None:

@@ -268,3 +268,42 @@ def test_broken_strokes_erase_a_gap_in_the_ink_of_the_share_asked_for(mnist_test
     assert (lost[gapped] < 0.25 * ink_before[gapped]).all()  # a gap, not the digit
     unchanged = WritingAugment(**plain)(inputs, torch.Generator().manual_seed(1))
     assert torch.allclose(unchanged, inputs, atol=1e-5)
+
+
+def test_digit_checkpoints_of_different_seeds_join_into_an_ensemble(smoke_digit, mnist_dir, tmp_path):
+    """Two seeds of the digit recipe, held out on one validation split, join into one checkpoint
+    that reads them together, records each member, and starts the models built on a digit encoder
+    from its first member; members that differ in more than their seed are refused."""
+    common = ["--data-dir", str(mnist_dir), "--device", "cpu"]
+    second = tmp_path / "digit-1.pt"
+    assert main(["train", "digit", *common, "--limit", "64", "--epochs", "1", "--batch-size", "64", "--val-size", "64",
+                 "--seed", "1", "--out", str(second)]) == 0
+    out = tmp_path / "ensemble.pt"
+    assert main(["ensemble", "digit", str(smoke_digit), str(second), *common, "--out", str(out)]) == 0
+
+    ensemble = load_checkpoint(out)
+    members = [load_checkpoint(smoke_digit), load_checkpoint(second)]
+    assert ensemble.metadata["architecture"] == "DigitEnsemble" and ensemble.metadata["arguments"]["members"] == 2
+    assert [m["sha256"] for m in ensemble.metadata["members"]] == [m.sha256 for m in members]
+    assert [m["seed"] for m in ensemble.metadata["members"]] == [0, 1]
+    assert json.loads((tmp_path / "ensemble" / "metrics.json").read_text())["metrics"] == ensemble.metadata["metrics"]
+    assert (tmp_path / "ensemble" / "members" / "seed-1" / "curves.png").is_file()
+    images = torch.randn(4, 1, 28, 28)
+    with torch.inference_mode():
+        mean = torch.stack([m.model(images).softmax(-1) for m in members]).mean(0)
+        t = ensemble.metadata["metrics"]["temperature"]
+        torch.testing.assert_close(ensemble.model(images).softmax(-1), (mean ** (1 / t)) / (mean ** (1 / t)).sum(-1, keepdim=True))
+
+    start = tmp_path / "sequence.pt"
+    assert main(["train", "sequence", *common, "--limit", "64", "--epochs", "1", "--batch-size", "64", "--val-size", "64",
+                 "--init-from", str(out), "--out", str(start)]) == 0
+    encoder = load_checkpoint(start).model.encoder.state_dict()
+    assert all(torch.equal(v, members[0].model.encoder.state_dict()[k]) for k, v in encoder.items())
+
+    with pytest.raises(ValueError, match="different seeds"):
+        main(["ensemble", "digit", str(smoke_digit), str(smoke_digit), *common, "--out", str(tmp_path / "same.pt")])
+    other_split = tmp_path / "digit-2.pt"
+    assert main(["train", "digit", *common, "--limit", "64", "--epochs", "1", "--batch-size", "64", "--val-size", "32",
+                 "--seed", "2", "--out", str(other_split)]) == 0
+    with pytest.raises(ValueError, match="validation split"):
+        main(["ensemble", "digit", str(smoke_digit), str(other_split), *common, "--out", str(tmp_path / "mixed.pt")])
