@@ -1,6 +1,7 @@
 """DigitNet: train on MNIST with writing and affine augmentation, digits scanned to fill their frame,
-and 1s and 7s as European writers draw them (``training.classifier``'s recipe). The served
-``digit.pt`` is an ensemble of such networks trained from different seeds (``ENSEMBLE``).
+and 1s and 7s as European writers draw them (``training.classifier``'s recipe). Networks of this
+recipe trained from different seeds join into one checkpoint that reads them together
+(``ENSEMBLE``, ``python -m training ensemble digit``).
 
 ``TASK.train`` and ``TASK.evaluate_command`` are what the CLI runs for ``digit``.
 """

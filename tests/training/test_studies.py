@@ -50,7 +50,9 @@ def test_end_to_end_training_flips_the_asked_share_from_a_random_encoder(mnist_d
 
     # The encoder starts from random weights: nothing of the digit model's, different per seed.
     first, other = end_to_end.new_model(0, torch.device("cpu")), end_to_end.new_model(1, torch.device("cpu"))
-    trained = digit_checkpoint.model.encoder.state_dict()
+    from training.digit import load_init
+
+    trained = load_init(digit_checkpoint.path, torch.device("cpu")).model.encoder.state_dict()
     for name, value in first.encoder.state_dict().items():
         if value.is_floating_point() and value.numel() > 1 and float(value.std()) > 0 and "running" not in name:
             assert not torch.allclose(value, trained[name]) and not torch.allclose(value, other.encoder.state_dict()[name])
@@ -98,20 +100,24 @@ def test_architectures_study_table(mnist_dir, tmp_path):
 
     import torch
 
+    from model.checkpoint import load_checkpoint
+
     assert main(["study", "architectures", "--data-dir", str(mnist_dir), "--device", "cpu", "--out", str(tmp_path),
                  "--datasets", "mnist", "--epochs", "1", "--limit", "300"]) == 0
     result = json.loads((tmp_path / "architectures-mnist.json").read_text())
     names = [row["model"].split(" (")[0] for row in result["rows"]]
-    assert names == ["Conv-MaxPool", "Strided-Conv", "Dropout + BN + L2 CNN", "RNN", "LSTM", "ours: DigitNet"]
+    served = json.loads((WEIGHTS / "digit" / "metrics.json").read_text())
+    architecture = load_checkpoint(WEIGHTS / "digit.pt").metadata["architecture"]
+    assert names == ["Conv-MaxPool", "Strided-Conv", "Dropout + BN + L2 CNN", "RNN", "LSTM", f"ours: {architecture}"]
     assert [len(row.get("cv_folds", [])) for row in result["rows"]] == [0, 0, 0, 5, 5, 0]
     assert [row.get("epochs") for row in result["rows"]] == [1, 1, 1, 1, 2, None]  # the LSTM trains 1.5x the epochs
     for row in result["rows"]:
         assert sum(map(sum, row["confusion"])) == 10_000  # one model's: the final one, for the cross-validated rows
         assert 0 <= row["f1"] <= 1 and row["parameters"] > 0
     best = result["rows"][-1]
-    assert best["accuracy"] == pytest.approx(json.loads((WEIGHTS / "digit" / "metrics.json").read_text())["metrics"]["test_accuracy"], abs=2e-4)
+    assert best["accuracy"] == pytest.approx(served["metrics"]["test_accuracy"], abs=2e-4)
     report = (tmp_path / "architectures.md").read_text()
-    assert "## MNIST" in report and "| ours: DigitNet" in report and "## Fashion-MNIST" not in report
+    assert "## MNIST" in report and f"| ours: {architecture}" in report and "## Fashion-MNIST" not in report
     with Image.open(tmp_path / "architectures-mnist-confusion.png") as figure:
         assert figure.format == "PNG"
 
