@@ -24,7 +24,7 @@ from model.checkpoint import Checkpoint, save_checkpoint
 from training import distributed
 from training.augment import Swap
 from training.calibration import expected_calibration_error, fit_temperature
-from training.data import Dataset, DigitData, flip_labels, load_split, prepare
+from training.data import Dataset, DigitData, Prepared, flip_labels, load_split, prepare
 from training.loop import Step, batches, optimise, predict_logits, seed_everything, train_epochs
 from training.options import RunOptions
 from training.plots import confusion_matrix, plot_confusion, plot_curves
@@ -73,6 +73,23 @@ def test_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
         "test_samples": len(labels),
         "confusion": confusion_matrix(labels.numpy(), predicted.numpy(), logits.shape[1]).tolist(),
     }
+
+
+def calibrate_and_test(model: torch.nn.Module, data: Prepared, device: torch.device) -> tuple[dict[str, Any], np.ndarray]:
+    """Fit the model's ``temperature`` on the validation split, then score it on the test split:
+    the test metrics (with the validation accuracy, the ECE before calibration and the
+    temperature) and the confusion matrix."""
+    val_logits = predict_logits(model, data.val.inputs, device)
+    temperature = fit_temperature(val_logits, data.val.labels)
+    model.temperature.fill_(temperature)
+    test = data.test_data()
+    test_logits = predict_logits(model, test.inputs, device)
+    metrics = test_metrics(test_logits, test.labels)
+    confusion = np.array(metrics.pop("confusion"))
+    uncalibrated = expected_calibration_error((test_logits * temperature).softmax(1), test.labels)
+    metrics.update(test_ece_uncalibrated=uncalibrated, temperature=temperature,
+                   val_accuracy=float(val_logits.argmax(1).eq(data.val.labels).float().mean()))
+    return metrics, confusion
 
 
 def train_classifier(options: RunOptions, task: ClassifierTask) -> Path:
@@ -140,16 +157,7 @@ def train_classifier(options: RunOptions, task: ClassifierTask) -> Path:
         return options.out
 
     model.load_state_dict(fitted.kept)
-    raw_val = predict_logits(model, val.inputs, device)
-    temperature = fit_temperature(raw_val, val.labels)
-    model.temperature.fill_(temperature)
-
-    test = data.test_data()
-    test_logits = predict_logits(model, test.inputs, device)
-    metrics = test_metrics(test_logits, test.labels)
-    uncalibrated = expected_calibration_error((test_logits * temperature).softmax(1), test.labels)
-    confusion = np.array(metrics.pop("confusion"))
-    metrics.update(test_ece_uncalibrated=uncalibrated, temperature=temperature, val_accuracy=fitted.score)
+    metrics, confusion = calibrate_and_test(model, data, device)  # its validation accuracy is fitted.score
 
     labels = list(task.dataset.labels)
     metadata = {

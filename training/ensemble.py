@@ -15,15 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from model.architectures import build_model, count_parameters
 from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from training.calibration import expected_calibration_error, fit_temperature
-from training.classifier import test_metrics
+from training.classifier import calibrate_and_test
 from training.data import MNIST, Dataset, prepare
-from training.loop import predict_logits
 from training.plots import plot_confusion
 from training.provenance import provenance, write_json
 
@@ -78,17 +75,7 @@ def assemble(members: list[Path], out: Path, spec: EnsembleSpec, data_dir: str |
     for member, checkpoint in zip(model.members, checkpoints, strict=True):
         member.load_state_dict(checkpoint.model.state_dict())
     data = prepare(data_dir, val_size, split_seed, dataset=spec.dataset)
-    val_logits = predict_logits(model, data.val.inputs, device)
-    temperature = fit_temperature(val_logits, data.val.labels)
-    model.temperature.fill_(temperature)
-    val_accuracy = float(val_logits.argmax(1).eq(data.val.labels).float().mean())
-
-    test = data.test_data()
-    test_logits = predict_logits(model, test.inputs, device)
-    metrics = test_metrics(test_logits, test.labels)
-    confusion = np.array(metrics.pop("confusion"))
-    uncalibrated = expected_calibration_error((test_logits * temperature).softmax(1), test.labels)
-    metrics.update(test_ece_uncalibrated=uncalibrated, temperature=temperature, val_accuracy=val_accuracy)
+    metrics, confusion = calibrate_and_test(model, data, device)
 
     recorded = [{"seed": c.metadata["hyperparameters"]["seed"], "sha256": c.sha256, "version": c.metadata["version"],
                  "code_version": c.metadata["code_version"], "train_seconds": c.metadata["train_seconds"],
@@ -111,11 +98,11 @@ def assemble(members: list[Path], out: Path, spec: EnsembleSpec, data_dir: str |
     save_checkpoint(model, metadata, out)
     artefacts = out.with_suffix("")
     for checkpoint, member in zip(checkpoints, recorded, strict=True):  # each member's curves stay with it
-        own = checkpoint.path.with_suffix("") if checkpoint.path else None
-        for name in ("curves.png", "metrics.json"):
-            if own and (own / name).is_file():
-                (artefacts / "members" / f"seed-{member['seed']}").mkdir(parents=True, exist_ok=True)
-                shutil.copy(own / name, artefacts / "members" / f"seed-{member['seed']}" / name)
+        found = [checkpoint.path.with_suffix("") / name for name in ("curves.png", "metrics.json")] if checkpoint.path else []
+        target = artefacts / "members" / f"seed-{member['seed']}"
+        for source in (f for f in found if f.is_file()):
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, target / source.name)
     write_json(artefacts / "metrics.json", {"metrics": metrics, "members": recorded, "train_seconds": metadata["train_seconds"]})
     plot_confusion(confusion, list(first["labels"]), artefacts / "confusion.png",
                    f"{spec.architecture} of {len(checkpoints)}, {spec.dataset.name} test split")

@@ -50,6 +50,9 @@ def test_digit_one_batch(smoke_digit):
         assert checkpoint.metadata["hyperparameters"][swap.key] == repr(swap)
     assert 0.0 <= checkpoint.metadata["metrics"]["test_accuracy"] <= 1.0
     assert checkpoint.metadata["metrics"]["test_samples"] == 10000
+    # The recorded validation accuracy is the chosen epoch's: the shipped weights' own.
+    chosen = max(epoch["val_acc_ema"] for epoch in checkpoint.metadata["history"])
+    assert checkpoint.metadata["metrics"]["val_accuracy"] == pytest.approx(chosen, abs=1e-6)
 
 
 @pytest.mark.parametrize("task,architecture,confusion", [("sequence", "SequenceNet", True), ("digit-sum", "DigitSumNet", False)])
