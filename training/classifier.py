@@ -3,6 +3,11 @@
 SGD with Nesterov momentum and a one-cycle schedule, batched augmentation, an exponential moving
 average of the weights chosen on the validation split, then temperature scaling fitted on that
 split, and test metrics from the test split recorded in the checkpoint.
+
+With ``--teacher`` the run learns from another checkpoint's outputs as well as from the labels
+(knowledge distillation, Hinton et al. 2015): typically an ensemble of this recipe, whose
+accuracy one network of one forward pass can then approach. The teacher reads each augmented
+batch exactly as the student does (a consistent teacher, Beyer et al. 2022).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from model.architectures import build_model, count_parameters
-from model.checkpoint import Checkpoint, save_checkpoint
+from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from model.inference import for_inference
 from training import distributed
 from training.augment import Swap
 from training.calibration import expected_calibration_error, fit_temperature
@@ -31,6 +37,10 @@ from training.plots import confusion_matrix, plot_confusion, plot_curves
 from training.provenance import provenance, write_json
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+# Softening of both distributions in the distillation loss: at 2, a teacher's second and third
+# choices (a 7 that could be a 1) carry weight, while its first still leads.
+DISTILL_TEMPERATURE = 2.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,44 @@ def test_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
     }
 
 
+def held_out_split(metadata: dict[str, Any]) -> tuple[int, int]:
+    """(split seed, validation size) a classifier checkpoint held out; runs made before
+    ``--split-seed`` split by ``--seed``."""
+    hyper = metadata["hyperparameters"]
+    return int(hyper["split_seed"] if "split_seed" in hyper else hyper["seed"]), int(hyper["val_size"])
+
+
+def load_teacher(path: Path, task: ClassifierTask, options: RunOptions, device: torch.device) -> Checkpoint:
+    """The checkpoint a run distils, refused if it reads other classes or other inputs, or held out
+    another validation split (it would have trained on this run's validation images, and the
+    student's choice of epoch would be made on digits its teacher had learnt)."""
+    teacher = load_checkpoint(path, map_location=device)
+    if teacher.metadata["labels"] != list(task.dataset.labels) or teacher.metadata["preprocess"] != task.dataset.preprocess.to_dict():
+        raise ValueError(f"--teacher {path} is a {teacher.metadata['name']} model, not one of this task's classes and inputs")
+    if held_out_split(teacher.metadata) != (options.split_seed, options.val_size):
+        raise ValueError(f"--teacher {path} held out another validation split than this run's "
+                         f"(--split-seed {options.split_seed}, --val-size {options.val_size})")
+    return teacher
+
+
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor, weight: float,
+                      label_smoothing: float = 0.0) -> torch.Tensor:
+    """Summed over the batch: ``weight`` times the KL divergence from the teacher's softened
+    distribution to the student's (scaled by the temperature squared, so that its gradients keep
+    their size whatever the temperature), plus the rest times the labels' cross-entropy."""
+    t = DISTILL_TEMPERATURE
+    soft = F.kl_div((logits / t).log_softmax(1), (teacher_logits.float() / t).log_softmax(1), log_target=True, reduction="sum")
+    hard = F.cross_entropy(logits, targets, label_smoothing=label_smoothing, reduction="sum")
+    return weight * t * t * soft + (1 - weight) * hard
+
+
+def distillation_record(teacher: Checkpoint, weight: float) -> dict[str, Any]:
+    """What a distilled checkpoint records of how it was taught: which teacher (by checksum), how much."""
+    return {"teacher": teacher.metadata["architecture"], "teacher_version": teacher.metadata["version"],
+            "teacher_sha256": teacher.sha256, "teacher_test_accuracy": teacher.metadata["metrics"]["test_accuracy"],
+            "weight": weight, "temperature": DISTILL_TEMPERATURE}
+
+
 def calibrate_and_test(model: torch.nn.Module, data: Prepared, device: torch.device) -> tuple[dict[str, Any], np.ndarray]:
     """Fit the model's ``temperature`` on the validation split, then score it on the test split:
     the test metrics (with the validation accuracy, the ECE before calibration and the
@@ -107,6 +155,9 @@ def train_classifier(options: RunOptions, task: ClassifierTask) -> Path:
     drawn = [tuple(t.to(device) for t in swap.prepare(fit_raw, fit.labels.numpy(), options.seed, task.dataset.preprocess))
              for swap in task.swaps]
 
+    teacher = load_teacher(options.teacher, task, options, device) if options.teacher else None
+    teach = for_inference(teacher.model, device) if teacher else None  # eval mode, no gradients, serving speed
+
     model = build_model(task.architecture, task.arguments).to(device, memory_format=torch.channels_last)
     trained = world.wrap(model, device)  # what the steps run: the model, or its DDP wrapper
     optimizer = torch.optim.SGD(model.parameters(), lr=options.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
@@ -132,7 +183,12 @@ def train_classifier(options: RunOptions, task: ClassifierTask) -> Path:
         images = world.shard(task.augment(inputs, generator)).contiguous(memory_format=torch.channels_last)
         targets = world.shard(fit_labels[index])
         logits = trained(images)
-        summed = F.cross_entropy(logits, targets, label_smoothing=task.label_smoothing, reduction="sum")
+        if teach is None:
+            summed = F.cross_entropy(logits, targets, label_smoothing=task.label_smoothing, reduction="sum")
+        else:
+            with torch.no_grad():
+                teacher_logits = teach(images)
+            summed = distillation_loss(logits, teacher_logits, targets, options.distill_weight, task.label_smoothing)
         loss = world.mean_loss(summed, len(index))
         optimise(loss, optimizer, scheduler)
         ema.update_parameters(model)
@@ -174,6 +230,7 @@ def train_classifier(options: RunOptions, task: ClassifierTask) -> Path:
                             "schedule": "one-cycle", "augmentation": repr(task.augment),
                             **{swap.key: repr(swap) for swap in task.swaps},
                             "label_smoothing": task.label_smoothing,
+                            **({"distillation": distillation_record(teacher, options.distill_weight)} if teacher else {}),
                             "weights": f"exponential moving average, decay {options.ema_decay}",
                             "processes": world.size, "examples_per_process": per_process},
         "metrics": metrics,

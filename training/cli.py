@@ -92,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--reshape-digits", action="store_true",
                        help="line reader: draw each digit through the digit model's affine augmentation (rotation, "
                             "scale, shear) before it is written into a strip")
+    train.add_argument("--teacher", type=Path,
+                       help="digit, fashion: a checkpoint of the same task (an ensemble, say) whose outputs the run learns "
+                            "from as well as from the labels (knowledge distillation); it must hold out the same validation split")
+    train.add_argument("--distill-weight", type=_share, default=RunOptions.distill_weight, metavar="SHARE",
+                       help="with --teacher: share of the loss that is the teacher's, the rest the labels' "
+                            f"(default {RunOptions.distill_weight})")
     train.add_argument("--init-from", type=Path, help="DigitNet checkpoint to start the encoder from (sequence, digit-sum), "
                        "or a LineReader checkpoint to continue training (line-reader)")
 
@@ -142,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.command == "train":
         task = TASKS[args.task]
+        if args.teacher and not task.distils:
+            parser.error(f"--teacher: {args.task} does not learn from a teacher; "
+                         f"{', '.join(name for name, t in TASKS.items() if t.distils)} do")
         world = distributed.current()
         if world.size > 1 and not task.distributed:
             capable = ", ".join(name for name, t in TASKS.items() if t.distributed)
@@ -171,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             digit_scale=tuple(args.digit_scale) if args.digit_scale else None,
             anchor=args.anchor,
             reshape_digits=args.reshape_digits,
+            teacher=args.teacher,
+            distill_weight=args.distill_weight,
         )
         path = task.train(options)
         if not world.main:

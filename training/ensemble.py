@@ -13,13 +13,12 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from model.architectures import build_model, count_parameters
 from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from training.classifier import calibrate_and_test
+from training.classifier import calibrate_and_test, held_out_split
 from training.data import MNIST, Dataset, prepare
 from training.plots import plot_confusion
 from training.provenance import provenance, write_json
@@ -37,12 +36,6 @@ class EnsembleSpec:
     dataset: Dataset = MNIST
 
 
-def _split(metadata: dict[str, Any]) -> tuple[int, int]:
-    """(split seed, validation size) a member held out; runs before ``--split-seed`` split by ``--seed``."""
-    hyper = metadata["hyperparameters"]
-    return int(hyper.get("split_seed", hyper["seed"])), int(hyper["val_size"])
-
-
 def check_members(checkpoints: list[Checkpoint], spec: EnsembleSpec) -> tuple[int, int]:
     """Refuse members that differ in more than their seed; return their shared (split seed, validation size)."""
     if len(checkpoints) < 2:
@@ -54,12 +47,12 @@ def check_members(checkpoints: list[Checkpoint], spec: EnsembleSpec) -> tuple[in
         for key in SHARED:
             if checkpoint.metadata[key] != first[key]:
                 raise ValueError(f"{checkpoint.path} differs from {checkpoints[0].path} in {key!r}")
-        if _split(checkpoint.metadata) != _split(first):
+        if held_out_split(checkpoint.metadata) != held_out_split(first):
             raise ValueError(f"{checkpoint.path} held out another validation split than {checkpoints[0].path}")
     seeds = [c.metadata["hyperparameters"]["seed"] for c in checkpoints]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"members must come from different seeds, got {seeds}")
-    return _split(first)
+    return held_out_split(first)
 
 
 def assemble(members: list[Path], out: Path, spec: EnsembleSpec, data_dir: str | None, device: torch.device) -> Path:

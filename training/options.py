@@ -35,6 +35,8 @@ class RunOptions:
     tilt_share: float | None = None  # line reader: share rotated as if captured askew (default: the style's)
     digit_scale: tuple[float, float] | None = None  # line reader: range of each digit's size against the row's
     anchor: float = 0.0  # line reader, continuing (--init-from): weight of ``line_reader.anchor_loss``
+    teacher: Path | None = None  # classifiers: a checkpoint whose outputs the run learns from (distillation)
+    distill_weight: float = 0.9  # classifiers, with a teacher: share of the loss that is the teacher's, the rest the labels'
 
     @property
     def artefacts(self) -> Path:
@@ -44,7 +46,8 @@ class RunOptions:
     def hyperparameters(self) -> dict[str, Any]:
         """The options as plain values, for the checkpoint's metadata (no paths of this machine)."""
         values = asdict(self)
-        for key in ("out", "data_dir", "init_from"):
+        for key in ("out", "data_dir", "init_from", "teacher"):
             values.pop(key)
         values["init_from"] = self.init_from.name if self.init_from else None
+        values["teacher"] = self.teacher.name if self.teacher else None
         return values

@@ -28,14 +28,16 @@ class Task:
     batch_size: int = 128
     distributed: bool = False  # trains under torchrun (training.distributed)
     ensemble: EnsembleSpec | None = None  # ``python -m training ensemble`` joins this task's checkpoints
+    distils: bool = False  # can learn from a teacher checkpoint (``--teacher``)
 
 
 TASKS: dict[str, Task] = {task.name: task for task in (
     Task("digit", "DigitNet", digit.TASK.train, digit.TASK.evaluate_command, epochs=40, lr=0.05, distributed=True,
-         ensemble=digit.ENSEMBLE),
+         ensemble=digit.ENSEMBLE, distils=True),
     Task("sequence", "SequenceNet", sequence.train, sequence.evaluate_command, epochs=8, lr=2e-3),
     Task("digit-sum", "DigitSumNet", digit_sum.train, digit_sum.evaluate_command, epochs=3, lr=1e-3),
-    Task("fashion", "FashionNet", fashion.TASK.train, fashion.TASK.evaluate_command, epochs=24, lr=0.05, distributed=True),
+    Task("fashion", "FashionNet", fashion.TASK.train, fashion.TASK.evaluate_command, epochs=24, lr=0.05, distributed=True,
+         distils=True),
     Task("line-reader", "LineReader", line_reader.train, line_reader.evaluate_command, epochs=10, lr=2e-3, distributed=True),
 )}
 

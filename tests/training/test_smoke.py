@@ -275,8 +275,9 @@ def test_broken_strokes_erase_a_gap_in_the_ink_of_the_share_asked_for(mnist_test
 
 def test_digit_checkpoints_of_different_seeds_join_into_an_ensemble(smoke_digit, mnist_dir, tmp_path):
     """Two seeds of the digit recipe, held out on one validation split, join into one checkpoint
-    that reads them together, records each member, and starts the models built on a digit encoder
-    from its first member; members that differ in more than their seed are refused."""
+    that reads them together, records each member, starts the models built on a digit encoder
+    from its first member, and teaches one network; members that differ in more than their seed
+    are refused, and so is a teacher that held out another split."""
     common = ["--data-dir", str(mnist_dir), "--device", "cpu"]
     second = tmp_path / "digit-1.pt"
     assert main(["train", "digit", *common, "--limit", "64", "--epochs", "1", "--batch-size", "64", "--val-size", "64",
@@ -310,3 +311,17 @@ def test_digit_checkpoints_of_different_seeds_join_into_an_ensemble(smoke_digit,
                  "--seed", "2", "--out", str(other_split)]) == 0
     with pytest.raises(ValueError, match="validation split"):
         main(["ensemble", "digit", str(smoke_digit), str(other_split), *common, "--out", str(tmp_path / "mixed.pt")])
+
+    # One network taught by the ensemble: it records its teacher, and refuses one that trained on its validation digits.
+    student = tmp_path / "student.pt"
+    small = ["--limit", "64", "--epochs", "1", "--batch-size", "64", "--val-size", "64"]
+    assert main(["train", "digit", *common, *small, "--teacher", str(out), "--distill-weight", "0.8", "--out", str(student)]) == 0
+    taught = load_checkpoint(student)
+    assert taught.metadata["architecture"] == "DigitNet"
+    distillation = taught.metadata["hyperparameters"]["distillation"]
+    assert (distillation["teacher_sha256"], distillation["teacher"], distillation["weight"]) == (ensemble.sha256, "DigitEnsemble", 0.8)
+    assert taught.metadata["hyperparameters"]["teacher"] == "ensemble.pt"
+    with pytest.raises(ValueError, match="validation split"):
+        main(["train", "digit", *common, *small, "--teacher", str(other_split), "--out", str(tmp_path / "refused.pt")])
+    with pytest.raises(SystemExit):
+        main(["train", "sequence", *common, *small, "--teacher", str(out), "--out", str(tmp_path / "refused.pt")])
