@@ -279,9 +279,9 @@ def test_digit_checkpoints_of_different_seeds_join_into_an_ensemble(smoke_digit,
     from its first member, and teaches one network; members that differ in more than their seed
     are refused, and so is a teacher that held out another split."""
     common = ["--data-dir", str(mnist_dir), "--device", "cpu"]
+    small = ["--limit", "64", "--epochs", "1", "--batch-size", "64", "--val-size", "64"]
     second = tmp_path / "digit-1.pt"
-    assert main(["train", "digit", *common, "--limit", "64", "--epochs", "1", "--batch-size", "64", "--val-size", "64",
-                 "--seed", "1", "--out", str(second)]) == 0
+    assert main(["train", "digit", *common, *small, "--seed", "1", "--out", str(second)]) == 0
     out = tmp_path / "ensemble.pt"
     assert main(["ensemble", "digit", str(smoke_digit), str(second), *common, "--out", str(out)]) == 0
 
@@ -299,8 +299,7 @@ def test_digit_checkpoints_of_different_seeds_join_into_an_ensemble(smoke_digit,
         torch.testing.assert_close(ensemble.model(images).softmax(-1), (mean ** (1 / t)) / (mean ** (1 / t)).sum(-1, keepdim=True))
 
     start = tmp_path / "sequence.pt"
-    assert main(["train", "sequence", *common, "--limit", "64", "--epochs", "1", "--batch-size", "64", "--val-size", "64",
-                 "--init-from", str(out), "--out", str(start)]) == 0
+    assert main(["train", "sequence", *common, *small, "--init-from", str(out), "--out", str(start)]) == 0
     encoder = load_checkpoint(start).model.encoder.state_dict()
     assert all(torch.equal(v, members[0].model.encoder.state_dict()[k]) for k, v in encoder.items())
 
@@ -314,7 +313,6 @@ def test_digit_checkpoints_of_different_seeds_join_into_an_ensemble(smoke_digit,
 
     # One network taught by the ensemble: it records its teacher, and refuses one that trained on its validation digits.
     student = tmp_path / "student.pt"
-    small = ["--limit", "64", "--epochs", "1", "--batch-size", "64", "--val-size", "64"]
     assert main(["train", "digit", *common, *small, "--teacher", str(out), "--distill-weight", "0.8", "--out", str(student)]) == 0
     taught = load_checkpoint(student)
     assert taught.metadata["architecture"] == "DigitNet"

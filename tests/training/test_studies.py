@@ -46,12 +46,11 @@ def test_end_to_end_training_flips_the_asked_share_from_a_random_encoder(mnist_d
     import torch
 
     from training.data import prepare
+    from training.digit import load_init
     from training.studies import end_to_end
 
     # The encoder starts from random weights: nothing of the digit model's, different per seed.
     first, other = end_to_end.new_model(0, torch.device("cpu")), end_to_end.new_model(1, torch.device("cpu"))
-    from training.digit import load_init
-
     trained = load_init(digit_checkpoint.path, torch.device("cpu")).model.encoder.state_dict()
     for name, value in first.encoder.state_dict().items():
         if value.is_floating_point() and value.numel() > 1 and float(value.std()) > 0 and "running" not in name:
