@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFilter
 
 from training.strips import make_strip
@@ -343,19 +345,10 @@ def ballpoint(ink_map: np.ndarray, height: float, rng: np.random.Generator) -> n
     rows, cols = ink_map.shape
     enlarged = Image.fromarray((ink_map * 255).astype(np.uint8)).resize(
         (round(cols * factor), round(rows * factor)), Image.Resampling.BILINEAR)
-    centre = _centre_lines(np.asarray(enlarged) > 127).astype(np.uint8) * 255
-    drawn = _square_pen(centre, round(height * rng.uniform(0.03, 0.07) * factor) | 1)
+    centre = torch.from_numpy(_centre_lines(np.asarray(enlarged) > 127).astype(np.uint8) * 255)
+    pen = round(height * rng.uniform(0.03, 0.07) * factor) | 1  # a square pen: the maximum over pen x pen
+    drawn = F.max_pool2d(centre[None, None].float(), pen, 1, pen // 2)[0, 0].numpy().astype(np.uint8)
     return np.asarray(Image.fromarray(drawn).resize((cols, rows), Image.Resampling.BOX), np.float32) / 255.0
-
-
-def _square_pen(lines: np.ndarray, size: int) -> np.ndarray:
-    """Lines drawn with a square pen ``size`` pixels wide (odd): each pixel the maximum over the
-    square around it, taken along rows, then along columns."""
-    half = size // 2
-    for axis in (0, 1):
-        padded = np.pad(lines, [(half, half) if a == axis else (0, 0) for a in (0, 1)])
-        lines = np.lib.stride_tricks.sliding_window_view(padded, size, axis=axis).max(axis=-1)
-    return lines
 
 
 def _centre_lines(strokes: np.ndarray) -> np.ndarray:
