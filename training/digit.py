@@ -21,11 +21,11 @@ from training.ensemble import EnsembleSpec
 
 ARGUMENTS: dict[str, Any] = {"channels": [32, 64], "features": 256, "dropout": 0.25}
 LABELS = list(MNIST.labels)
-VERSION = "1.6.0"
+VERSION = "1.5.0"
 TASK = ClassifierTask(name="digit", description="classify one handwritten digit", dataset=MNIST,
                       architecture="DigitNet", arguments=ARGUMENTS, version=VERSION, augment=WritingAugment(),
                       swaps=(FramedScans(), EuropeanDigits()))
-ENSEMBLE = EnsembleSpec(architecture="DigitEnsemble", member_architecture="DigitNet", version="1.7.0")
+ENSEMBLE = EnsembleSpec(architecture="DigitEnsemble", member_architecture="DigitNet", version="1.6.0")
 
 
 def load_init(path: Path, device: torch.device) -> Checkpoint:
