@@ -77,6 +77,7 @@ def test_settings_from_the_environment(monkeypatch):
 def test_a_body_trickled_slowly_is_cut_off_and_others_are_still_served(mnist_test):
     """A client sending its upload a few bytes at a time gets 408 once BODY_TIMEOUT_SECONDS have
     passed, and a normal request is answered meanwhile."""
+    import re
     import socket
     import time
     from urllib.parse import urlparse
@@ -96,11 +97,18 @@ def test_a_body_trickled_slowly_is_cut_off_and_others_are_still_served(mnist_tes
         assert httpx.post(service.url + "/predict/digit", files=upload, timeout=10).status_code == 200
         slow.settimeout(0.2)
         answer = b""
-        while b"\r\n\r\n" not in answer and time.monotonic() - started < 10:
-            try:  # read first, so that no byte is sent after the server has answered and closed
+
+        def complete(answer: bytes) -> bool:  # the headers, and as much body as they announce
+            head, separator, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length: *(\d+)", head)
+            return bool(separator) and length is not None and len(body) >= int(length.group(1))
+
+        while not complete(answer) and time.monotonic() - started < 10:
+            try:  # read first, so that no byte is sent after the server has started to answer
                 chunk = slow.recv(4096)
             except TimeoutError:
-                slow.sendall(b"x")  # nothing yet: a byte at a time, every 0.2 s
+                if not answer:
+                    slow.sendall(b"x")  # nothing yet: a byte at a time, every 0.2 s
                 continue
             if not chunk:
                 break
