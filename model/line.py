@@ -6,8 +6,8 @@ fixed height, and the line reader (``model.architectures.LineReader``, a CNN-BiL
 CTC) emits, for every few columns, the probability of each digit or of "no digit here" (the CTC
 blank). Reading the digits is then a matter of taking the likeliest symbol per column and
 collapsing runs (``decode``); nothing decides where one digit ends by rule. ``read_lines`` reads
-each line at a few widths (``VIEWS``) in the same forward pass and keeps the reading they find
-likeliest together (``best_reading``).
+each line at its own width, and a line it is unsure of (a digit below ``SURE``) at a few more
+(``VIEWS``), keeping the reading they find likeliest together (``best_reading``).
 
 ``strip_to_line`` is used by training (on rendered strips) and by serving (on uploads) alike:
 
@@ -341,18 +341,34 @@ def sequence_nll(log_probabilities: torch.Tensor, sequences: list[list[int]]) ->
         blank=BLANK_CLASS, reduction="none")
 
 
-@torch.inference_mode()
-def read_lines(model: torch.nn.Module, lines: list[np.ndarray], device: torch.device | str = "cpu",
-               config: LineConfig = DEFAULT_LINE, views: tuple[float, ...] = VIEWS) -> list[Reading]:
-    """One forward pass of the line reader over line images of any widths, each at every width
-    of ``views`` -> their readings (``best_reading``)."""
-    stretched = [stretch(line, factor, config) for line in lines for factor in views]
-    batch, widths = batch_lines(stretched, config)
+# A line whose least sure digit at its first view reaches this probability is read at that view
+# alone; the others are read only for the rest. Most lines are sure at their own width, and for
+# them the other views almost never change the reading (docs/strip-reading.md measures both).
+SURE: float = 0.99
+
+
+def forward_lines(model: torch.nn.Module, lines: list[np.ndarray], device: torch.device | str = "cpu",
+                  config: LineConfig = DEFAULT_LINE) -> list[torch.Tensor]:
+    """One forward pass over line images of any widths -> each line's log-probabilities [T, 11]."""
+    batch, widths = batch_lines(lines, config)
     steps = steps_for(widths, config)
     log_probabilities = model(batch.to(device), steps).float().cpu()
-    readings = []
-    for i, line in enumerate(lines):
-        own = range(i * len(views), (i + 1) * len(views))
-        readings.append(best_reading([log_probabilities[j, : int(steps[j])] for j in own],
-                                     [stretched[j].shape[1] / line.shape[1] for j in own], config.stride))
-    return readings
+    return [log_probabilities[i, : int(steps[i])] for i in range(len(lines))]
+
+
+@torch.inference_mode()
+def read_lines(model: torch.nn.Module, lines: list[np.ndarray], device: torch.device | str = "cpu",
+               config: LineConfig = DEFAULT_LINE, views: tuple[float, ...] = VIEWS, sure: float = SURE) -> list[Reading]:
+    """Line images of any widths -> their readings. Every line is read at the first of ``views``;
+    a line with a digit below ``sure`` (or none at all) is read at the others too, in a second
+    pass over those lines alone, and its views vote (``best_reading``)."""
+    first = [stretch(line, views[0], config) for line in lines]
+    own = forward_lines(model, first, device, config)
+    read = [[(lp, image.shape[1])] for lp, image in zip(own, first)]  # per line: (log-probabilities, width) per view
+    unsure = [i for i, lp in enumerate(own) if min(decode(lp.exp().numpy()).probabilities, default=0.0) < sure]
+    others = [(i, stretch(lines[i], factor, config)) for i in unsure for factor in views[1:]]
+    if others:
+        for (i, image), lp in zip(others, forward_lines(model, [image for _, image in others], device, config)):
+            read[i].append((lp, image.shape[1]))
+    return [best_reading([lp for lp, _ in views_read], [width / line.shape[1] for _, width in views_read], config.stride)
+            for line, views_read in zip(lines, read)]

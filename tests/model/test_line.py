@@ -11,7 +11,7 @@ from PIL import Image
 from model.line import (BLANK_CLASS, DEFAULT_LINE, batch_lines, best_reading, decode, read_lines, sequence_nll, steps_for,
                         stretch, strip_to_line)
 from model.preprocess import NoInkError
-from training.render import tilt
+from training.render import DEV_STYLE, render_set, tilt
 from training.strips import make_strip
 
 
@@ -125,6 +125,35 @@ def test_views_that_disagree_are_settled_by_their_joint_likelihood():
     # its spans come from the view that read it, mapped back to the line's columns: that view is
     # three quarters as wide, so its step 1 (columns 4-7) is the line's columns 5-9
     assert reading.spans[0] == (5, 9)
+
+
+def test_only_lines_read_unsurely_are_read_again_at_the_other_widths(mnist_test, line_reader_checkpoint):
+    """Every line is read at its own width; only those with a digit below SURE go through a
+    second pass at the other widths. The readings are those of every line read at every width,
+    but for at most one line in these 60, and the second pass is far smaller than every line
+    at two more widths (on these lines: most MNIST-made ones are sure, most written ones not)."""
+    model = line_reader_checkpoint.model
+    passes: list[int] = []
+
+    class Counted(torch.nn.Module):
+        def forward(self, batch: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+            passes.append(batch.shape[0])
+            return model(batch, steps)
+
+    rng = np.random.default_rng(5)
+    lines = []
+    for _ in range(40):
+        index = rng.integers(0, len(mnist_test), int(rng.integers(3, 13)))
+        lines.append(strip_to_line(make_strip(mnist_test.images[index], mnist_test.labels[index], rng).image).pixels)
+    cheques = render_set("cheque", mnist_test, np.arange(len(mnist_test)), 20, 3, DEV_STYLE, "cheque")
+    lines += [strip_to_line(image).pixels for image in cheques.images]
+
+    gated = read_lines(Counted(), lines)
+    assert passes[0] == len(lines)
+    assert 0 < passes[1] <= len(lines)  # the other two widths of at most half the lines
+    everywhere = read_lines(model, lines, sure=2.0)  # no line is that sure: all at every width
+    assert sum(g.labels == e.labels for g, e in zip(gated, everywhere, strict=True)) >= len(lines) - 1
+    assert read_lines(Counted(), lines[:1], sure=0.0) and len(passes) == 3  # nothing unsure: one pass
 
 
 def test_a_stretched_view_changes_only_the_width():
