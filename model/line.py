@@ -290,9 +290,10 @@ def decode(probabilities: np.ndarray, stride: int = DEFAULT_LINE.stride) -> Read
 
 
 # The widths a line is read at, as factors of its own: the line itself first, then squeezed and
-# stretched. Handwriting is narrower or wider than the strips the reader learnt from, and a
-# digit the network misreads at one width it often reads right at another; the reading that
-# the views together find likeliest wins (``best_reading``).
+# stretched (those two only for a line read unsurely at the first, ``SURE``). Handwriting is
+# narrower or wider than the strips the reader learnt from, and a digit the network misreads at
+# one width it often reads right at another; the reading that the views together find likeliest
+# wins (``best_reading``).
 VIEWS: tuple[float, ...] = (1.0, 0.85, 1.15)
 
 

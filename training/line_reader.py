@@ -178,8 +178,9 @@ def evaluate_set(model: torch.nn.Module, strips: StripSet, device: torch.device,
     """Read every strip of the set (batched by width) and score it.
 
     By default each line is read once, at its own width: the network's own figures, which
-    choose the epoch and are recorded in the checkpoint. The service reads at ``model.line.VIEWS``
-    (docs/strip-reading.md has both)."""
+    choose the epoch and are recorded in the checkpoint. The service reads at ``model.line.VIEWS``,
+    the others only for lines it is unsure of (``model.line.read_lines``; docs/strip-reading.md
+    has both)."""
     model.eval()
     pixels: dict[int, np.ndarray] = {}  # strip index -> its line; none where nothing stands out,
     for i, image in enumerate(strips.images):  # which reads as no digit (the service's 422 no_digit_found)
