@@ -348,6 +348,7 @@ def sequence_nll(log_probabilities: torch.Tensor, sequences: list[list[int]]) ->
 SURE: float = 0.99
 
 
+@torch.inference_mode()
 def forward_lines(model: torch.nn.Module, lines: list[np.ndarray], device: torch.device | str = "cpu",
                   config: LineConfig = DEFAULT_LINE) -> list[torch.Tensor]:
     """One forward pass over line images of any widths -> each line's log-probabilities [T, 11]."""
@@ -366,7 +367,7 @@ def read_lines(model: torch.nn.Module, lines: list[np.ndarray], device: torch.de
     first = [stretch(line, views[0], config) for line in lines]
     own = forward_lines(model, first, device, config)
     read = [[(lp, image.shape[1])] for lp, image in zip(own, first)]  # per line: (log-probabilities, width) per view
-    unsure = [i for i, lp in enumerate(own) if min(decode(lp.exp().numpy()).probabilities, default=0.0) < sure]
+    unsure = [i for i, lp in enumerate(own) if min(decode(lp.exp().numpy(), config.stride).probabilities, default=0.0) < sure]
     others = [(i, stretch(lines[i], factor, config)) for i in unsure for factor in views[1:]]
     if others:
         for (i, image), lp in zip(others, forward_lines(model, [image for _, image in others], device, config)):
