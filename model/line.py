@@ -326,7 +326,12 @@ def best_reading(log_probabilities: list[torch.Tensor], scales: list[float], str
     else:
         winner = proposals[0]
     view = next(v for v, reading in enumerate(readings) if reading.labels == winner)
-    reading, scale = readings[view], scales[view]
+    return in_line_columns(readings[view], scales[view])
+
+
+def in_line_columns(reading: Reading, scale: float) -> Reading:
+    """A view's reading with its spans mapped back to the line's columns (the view has ``scale``
+    columns per line column)."""
     spans = [(int(first / scale), int((last + 1) / scale) - 1) for first, last in reading.spans]
     return Reading(reading.labels, reading.probabilities, spans, reading.contains_4)
 
@@ -366,11 +371,15 @@ def read_lines(model: torch.nn.Module, lines: list[np.ndarray], device: torch.de
     pass over those lines alone, and its views vote (``best_reading``)."""
     first = [stretch(line, views[0], config) for line in lines]
     own = forward_lines(model, first, device, config)
-    read = [[(lp, image.shape[1])] for lp, image in zip(own, first)]  # per line: (log-probabilities, width) per view
-    unsure = [i for i, lp in enumerate(own) if min(decode(lp.exp().numpy(), config.stride).probabilities, default=0.0) < sure]
-    others = [(i, stretch(lines[i], factor, config)) for i in unsure for factor in views[1:]]
+    readings = [in_line_columns(decode(lp.exp().numpy(), config.stride), view.shape[1] / line.shape[1])
+                for lp, view, line in zip(own, first, lines)]
+    unsure = [i for i, reading in enumerate(readings) if min(reading.probabilities, default=0.0) < sure]
+    others = [stretch(lines[i], factor, config) for i in unsure for factor in views[1:]]  # per unsure line, its views
     if others:
-        for (i, image), lp in zip(others, forward_lines(model, [image for _, image in others], device, config)):
-            read[i].append((lp, image.shape[1]))
-    return [best_reading([lp for lp, _ in views_read], [width / line.shape[1] for _, width in views_read], config.stride)
-            for line, views_read in zip(lines, read)]
+        second = forward_lines(model, others, device, config)
+        per_line = len(views) - 1
+        for k, i in enumerate(unsure):
+            mine = slice(k * per_line, (k + 1) * per_line)
+            scales = [view.shape[1] / lines[i].shape[1] for view in (first[i], *others[mine])]
+            readings[i] = best_reading([own[i], *second[mine]], scales, config.stride)
+    return readings
