@@ -26,36 +26,12 @@ def mirror(images: torch.Tensor, generator: torch.Generator | None = None, share
     return torch.where(mirrored, images.flip(-1), images)
 
 
-def smooth(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Images [N, C, H, W] blurred by a Gaussian of ``sigma`` pixels (reflected at the edges):
-    torchvision's ``gaussian_blur``, as two 1-D passes instead of one 2-D kernel, which on a
-    batch of 28x28 fields is about ten times faster on the CPU."""
-    n, c, height, width = images.shape
-    radius = math.ceil(3 * sigma)
-    kernel = torch.exp(-0.5 * (torch.arange(-radius, radius + 1.0) / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).to(images.device, images.dtype)
-    x = images.reshape(n * c, 1, height, width)
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
-    return x.view(n, c, height, width)
-
-
 @dataclass(frozen=True)
 class AffineAugment:
-    """A random pose per image: rotation, scale, shear and shift, and for a share ``elastic`` of
-    the images (off by default) an elastic distortion on top (Simard, Steinkraus and Platt,
-    2003): every pixel moved by a random field smoothed by a Gaussian of ``elastic_sigma``
-    pixels and scaled by ``elastic_alpha``. An affine map bends no stroke; writers' hands do,
-    each its own way, and a network shown MNIST's 55,000 digits many times over learns those
-    digits rather than their shapes."""
-
     degrees: float = 12.0
     scale: tuple[float, float] = (0.88, 1.12)
     shear_degrees: float = 8.0
     translate: float = 0.09  # share of the image side
-    elastic: float = 0.0  # share of images also distorted elastically
-    elastic_alpha: float = 34.0  # pixels, before smoothing (Simard et al.'s values for 28x28 digits)
-    elastic_sigma: float = 4.0
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Images [N, C, H, W] (normalised; the fill is their minimum, the background) -> same shape."""
@@ -82,22 +58,8 @@ class AffineAugment:
         theta[:, :, 2] = torch.stack([tx, ty], dim=-1)
         background = images.amin(dim=(1, 2, 3), keepdim=True)
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-        if self.elastic:
-            grid = grid + self._elastic_field(images, generator)
         shifted = F.grid_sample(images - background, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         return shifted + background
-
-
-    def _elastic_field(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """[N, H, W, 2]: per image, a smooth random displacement in grid units (zero for the
-        images not chosen), drawn only when ``elastic`` is on, so that the other draws stay as
-        they were."""
-        n, _, height, width = images.shape
-        field = torch.rand(n, 2, height, width, generator=generator) * 2 - 1
-        field = smooth(field, self.elastic_sigma) * self.elastic_alpha
-        field = field * (torch.rand(n, 1, 1, 1, generator=generator) < self.elastic)
-        pixels = torch.tensor([2 / width, 2 / height]).view(1, 2, 1, 1)  # one pixel in grid units, x then y
-        return (field * pixels).permute(0, 2, 3, 1).to(images.device, images.dtype)
 
 
 @dataclass(frozen=True)
