@@ -49,9 +49,9 @@ class LineConfig:
     # Margin kept around the crop, as a share of its height.
     margin: float = 0.1
     # The line's ink is scaled so that this percentile of its strong ink (above ``crop_level``)
-    # reaches full ink (0 leaves it as captured): MNIST's strokes are full ink at their core,
-    # a ballpoint's or a photograph's are not, and the network reads writing best at the ink it
-    # learnt from.
+    # reaches full ink (0 leaves it as captured): MNIST's strokes are full ink at their core, a
+    # ballpoint's, scaled down to the line, are grey, and the network reads writing best at the
+    # ink it learnt from.
     ink_percentile: float = 90.0
     # A line whose writing drifts up or down by more than this share of its height, from one
     # end to the other, is rotated level (``baseline``); below it, it is left as written. So is
@@ -195,8 +195,9 @@ def strip_to_line(image: Image.Image | np.ndarray, config: LineConfig = DEFAULT_
 
 def full_ink(pixels: np.ndarray, config: LineConfig = DEFAULT_LINE) -> np.ndarray:
     """A line image with its ink scaled so that ``config.ink_percentile`` of its strong ink
-    reaches 1 (never dimmed): faint writing, a thin pen scaled down, grey ink on a photograph
-    all reach the network at the ink of the strips it learnt from."""
+    reaches 1 (never dimmed). ``to_ink`` already stretches the whole image's contrast; what it
+    cannot see is a pen so thin that scaling the writing down to the line's height greys its
+    strokes, which then reach the network fainter than any MNIST stroke."""
     strong = pixels[pixels > config.crop_level]
     if not config.ink_percentile or not strong.size:
         return pixels

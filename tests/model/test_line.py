@@ -3,6 +3,8 @@ strips of MNIST test digits."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -30,9 +32,7 @@ def test_a_strip_becomes_a_line_of_the_readers_height_in_either_polarity(mnist_t
 def test_a_thin_pen_reaches_the_reader_at_full_ink_as_mnist_strokes_do(mnist_test):
     """Scaled down to the line's height, a ballpoint's strokes turn grey where MNIST's stay full
     ink at their core; the line brings them back to full ink (``ink_percentile``), and leaves
-    the paper and MNIST-made strips as they were."""
-    import dataclasses
-
+    MNIST-made strips as they were."""
     ballpoint = dataclasses.replace(DEV_STYLE, ballpoint_rate=1.0)
     images = render_set("cheque", mnist_test, np.arange(len(mnist_test)), 20, 4, ballpoint, "cheque").images
 
