@@ -48,11 +48,6 @@ class LineConfig:
     crop_level: float = 0.35
     # Margin kept around the crop, as a share of its height.
     margin: float = 0.1
-    # The line's ink is scaled so that this percentile of its strong ink (above ``crop_level``)
-    # reaches full ink (0 leaves it as captured): MNIST's strokes are full ink at their core, a
-    # ballpoint's, scaled down to the line, are grey, and the network reads writing best at the
-    # ink it learnt from.
-    ink_percentile: float = 90.0
     # A line whose writing drifts up or down by more than this share of its height, from one
     # end to the other, is rotated level (``baseline``); below it, it is left as written. So is
     # a fitted tilt over ``max_tilt`` degrees: that is not a strip held askew but marks (a long
@@ -185,24 +180,12 @@ def strip_to_line(image: Image.Image | np.ndarray, config: LineConfig = DEFAULT_
     crop = np.pad(crop, ((max(0, -top), max(0, bottom - ink.shape[0])), (0, 0)))
     scale = config.height / crop.shape[0]
     width = min(config.max_width, max(1, round(crop.shape[1] * scale)))
-    pixels = full_ink(np.clip(resize_ink(crop, width, config.height), 0.0, 1.0), config)
+    pixels = np.clip(resize_ink(crop, width, config.height), 0.0, 1.0)
     if width < config.min_width:
         before = (config.min_width - width) // 2
         pixels = np.pad(pixels, ((0, 0), (before, config.min_width - width - before)))
         left -= before * crop.shape[1] / width
     return Line(pixels.astype(np.float32), float(left), crop.shape[1] / width, float(top), angle, centre, rotated_centre)
-
-
-def full_ink(pixels: np.ndarray, config: LineConfig = DEFAULT_LINE) -> np.ndarray:
-    """A line image with its ink scaled so that ``config.ink_percentile`` of its strong ink
-    reaches 1 (never dimmed). ``to_ink`` already stretches the whole image's contrast; what it
-    cannot see is a pen so thin that scaling the writing down to the line's height greys its
-    strokes, which then reach the network fainter than any MNIST stroke."""
-    strong = pixels[pixels > config.crop_level]
-    if not config.ink_percentile or not strong.size:
-        return pixels
-    top = float(np.percentile(strong, config.ink_percentile))
-    return np.clip(pixels / top, 0.0, 1.0) if top < 1.0 else pixels
 
 
 def baseline(strong: np.ndarray) -> tuple[float, float]:

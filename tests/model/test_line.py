@@ -3,8 +3,6 @@ strips of MNIST test digits."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -27,24 +25,6 @@ def test_a_strip_becomes_a_line_of_the_readers_height_in_either_polarity(mnist_t
     # Cropped to the writing (plus a small margin): six digits are several times wider than tall.
     assert 3 < dark_on_light.pixels.shape[1] / DEFAULT_LINE.height < 10
     assert dark_on_light.pixels.max() > 0.95 and dark_on_light.pixels.min() == 0.0
-
-
-def test_a_thin_pen_reaches_the_reader_at_full_ink_as_mnist_strokes_do(mnist_test):
-    """Scaled down to the line's height, a ballpoint's strokes turn grey where MNIST's stay full
-    ink at their core; the line brings them back to full ink (``ink_percentile``), and leaves
-    MNIST-made strips as they were."""
-    ballpoint = dataclasses.replace(DEV_STYLE, ballpoint_rate=1.0)
-    images = render_set("cheque", mnist_test, np.arange(len(mnist_test)), 20, 4, ballpoint, "cheque").images
-
-    def core(pixels: np.ndarray) -> float:  # how dark the strokes are at their core
-        return float(np.percentile(pixels[pixels > DEFAULT_LINE.crop_level], 90))
-
-    as_captured = dataclasses.replace(DEFAULT_LINE, ink_percentile=0.0)
-    assert np.median([core(strip_to_line(image, as_captured).pixels) for image in images]) < 0.85
-    assert np.median([core(strip_to_line(image).pixels) for image in images]) > 0.95
-    rng = np.random.default_rng(2)
-    strip = make_strip(mnist_test.images[:8], mnist_test.labels[:8], rng, height=60)
-    np.testing.assert_allclose(strip_to_line(strip.image).pixels, strip_to_line(strip.image, as_captured).pixels, atol=0.05)
 
 
 def test_line_columns_map_back_to_the_image(mnist_test):
